@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The cuGetProcAddress table, generated from cudaTypedefs.h + cuda.h into
+ * g_proctable.c (never edited by hand). Shared by the shim and the
+ * simulated driver so both answer look-ups the way the real driver does.
+ */
+#ifndef GS_PROCTABLE_H
+#define GS_PROCTABLE_H
+
+#include <cuda.h>
+#include <stddef.h>
+
+struct gs_proc_entry {
+	const char *name;   /* base name asked for, e.g. "cuMemAlloc" */
+	int version;        /* ABI version from PFN_<name>_v<version>, e.g. 3020 */
+	unsigned char ptds; /* 1: the per-thread-default-stream variant */
+	/* Exported symbol implementing this ABI, e.g. "cuMemAlloc_v2"; NULL
+	 * when cuda.h declares none (a legacy ABI only the real driver has). */
+	const char *symbol;
+	int symbol_index;   /* index in gs_api_symbols, -1 with symbol NULL */
+};
+
+/* Sorted by name (strcmp), then ptds, then version ascending. */
+extern const struct gs_proc_entry gs_proc_table[];
+extern const size_t gs_proc_table_len;
+
+/* Every symbol cuda.h declares in either default-stream mode, sorted. */
+extern const char *const gs_api_symbols[];
+extern const size_t gs_api_symbols_len;
+
+/*
+ * What the real driver returns for cuGetProcAddress(name, cudaVersion, flags):
+ * among the entries for `name` with the requested stream mode (per-thread when
+ * flags has CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM and such entries
+ * exist, else the default ones), the highest version <= cudaVersion.
+ * Returns the entry, or NULL with *status set to
+ * CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND or CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT.
+ */
+const struct gs_proc_entry *gs_proc_lookup(const char *name, int cuda_version,
+					   cuuint64_t flags,
+					   CUdriverProcAddressQueryResult *status);
+
+#endif

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * cuimage: parsing of the code images the driver accepts (cubin ELF, fatbin,
+ * fatbin wrapper, PTX text). Pure functions on memory: no driver calls.
+ * Used by the tracker (to copy images whose size the driver API does not
+ * pass, and to learn kernel parameter layouts) and by the simulated driver.
+ *
+ * Every function treats its input as untrusted: all offsets are bounds-checked
+ * against the length given, and a malformed image gives -EINVAL, never a crash.
+ * Functions return 0 or -errno.
+ */
+#ifndef GS_CUIMAGE_H
+#define GS_CUIMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum gs_image_kind {
+	GS_IMAGE_UNKNOWN = 0,
+	GS_IMAGE_CUBIN,          /* ELF64, e_machine 190 */
+	GS_IMAGE_FATBIN,         /* starts with u32 0xBA55ED50 */
+	GS_IMAGE_FATBIN_WRAPPER, /* {int 0x466243B1, int version, const u64 *data, void *} */
+	GS_IMAGE_PTX,            /* NUL-terminated text */
+};
+
+#define GS_FATBIN_MAGIC 0xBA55ED50u
+#define GS_FATBIN_WRAPPER_MAGIC 0x466243B1u
+
+/* Classify an image and compute its size from its own headers (the driver's
+ * cuModuleLoadData has no size argument). `max_len` bounds every read; pass
+ * SIZE_MAX when the caller knows nothing better. For a fatbin wrapper, *size
+ * is the size of the fatbin it points to and *inner that fatbin's address. */
+int gs_image_probe(const void *image, size_t max_len, enum gs_image_kind *kind,
+		   size_t *size, const void **inner);
+
+/* One entry of a fatbin. */
+struct gs_fatbin_entry {
+	int kind;          /* 1 PTX, 2 ELF (cubin) */
+	unsigned arch;     /* SM number, e.g. 80 for sm_80 / compute_80 */
+	unsigned flags;    /* raw entry flags; see GS_FATBIN_FLAG_* */
+	const void *payload;
+	size_t payload_size;      /* bytes stored (compressed size if compressed) */
+	size_t uncompressed_size; /* bytes after decompression */
+};
+#define GS_FATBIN_FLAG_COMPRESSED_LZ4  0x2000u
+#define GS_FATBIN_FLAG_COMPRESSED_ZSTD 0x8000u
+
+/* Iterate a fatbin's entries. Returns 0 at end, 1 when *e was filled, -EINVAL
+ * on a malformed image. *cursor starts at 0. */
+int gs_fatbin_next(const void *fatbin, size_t size, size_t *cursor,
+		   struct gs_fatbin_entry *e);
+
+/* The code the driver would load for a device of compute capability sm
+ * (major*10+minor): a cubin whose arch has the same major and a minor not
+ * above the device's (the best such), else PTX whose arch is not above the
+ * device's (the highest), else -ENOENT (CUDA_ERROR_NO_BINARY_FOR_GPU).
+ * Works on any image kind; a bare cubin or PTX is checked the same way.
+ * Compressed entries are decompressed. On success *code is malloc'd and
+ * owned by the caller. */
+struct gs_code {
+	enum gs_image_kind kind; /* GS_IMAGE_CUBIN or GS_IMAGE_PTX */
+	unsigned arch;
+	void *data;
+	size_t size;
+};
+int gs_image_select(const void *image, size_t size, unsigned sm, struct gs_code *code);
+void gs_code_free(struct gs_code *code);
+
+/* Kernels, parameters and __device__ globals of selected code (cubin via
+ * libelf and .nv.info; PTX via its .entry/.param/.global declarations). */
+struct gs_kparam {
+	uint16_t offset; /* byte offset in the parameter buffer */
+	uint16_t size;   /* bytes */
+};
+struct gs_kernel_info {
+	char *name;
+	unsigned nparams;
+	struct gs_kparam *params; /* ordered by ordinal */
+	size_t param_bytes;       /* total size of the parameter buffer */
+};
+struct gs_global_info {
+	char *name;
+	size_t size;
+	const void *init; /* initial contents inside the code, NULL = zeros */
+	size_t init_size;
+};
+struct gs_code_info {
+	struct gs_kernel_info *kernels;
+	size_t nkernels;
+	struct gs_global_info *globals;
+	size_t nglobals;
+};
+int gs_code_parse(const struct gs_code *code, struct gs_code_info *info);
+void gs_code_info_free(struct gs_code_info *info);
+
+/* Architectures present in an image (for compatibility checks before a
+ * thaw): fills up to max entries, returns the count or -EINVAL. */
+int gs_image_archs(const void *image, size_t size, struct gs_fatbin_entry *out, size_t max);
+
+#endif
