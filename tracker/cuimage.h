@@ -41,9 +41,20 @@ struct gs_fatbin_entry {
 	const void *payload;
 	size_t payload_size;      /* bytes stored (compressed size if compressed) */
 	size_t uncompressed_size; /* bytes after decompression */
+	unsigned code_major;      /* code version: the PTX ISA version of a PTX */
+	unsigned code_minor;      /* entry (9.0 from CUDA 13); 1.8 for ELF entries */
 };
 #define GS_FATBIN_FLAG_COMPRESSED_LZ4  0x2000u
 #define GS_FATBIN_FLAG_COMPRESSED_ZSTD 0x8000u
+/* More entry flags and kinds, as nvcc 13.0 writes them. */
+#define GS_FATBIN_FLAG_64BIT           0x1u
+#define GS_FATBIN_FLAG_DEBUG           0x2u      /* nvcc -G */
+#define GS_FATBIN_FLAG_HOST_LINUX      0x10u
+#define GS_FATBIN_FLAG_ARCH_SPECIFIC   0x100000u /* sm_90a: only exactly that arch */
+#define GS_FATBIN_FLAG_FAMILY          0x200000u /* sm_100f: its family (same major) */
+#define GS_FATBIN_KIND_PTX   1
+#define GS_FATBIN_KIND_ELF   2
+#define GS_FATBIN_KIND_LTOIR 8 /* code=lto_NN; never loaded by cuModuleLoadData */
 
 /* Iterate a fatbin's entries. Returns 0 at end, 1 when *e was filled, -EINVAL
  * on a malformed image. *cursor starts at 0. */
@@ -62,6 +73,7 @@ struct gs_code {
 	unsigned arch;
 	void *data;
 	size_t size;
+	unsigned flags; /* GS_FATBIN_FLAG_ARCH_SPECIFIC / _FAMILY of the code */
 };
 int gs_image_select(const void *image, size_t size, unsigned sm, struct gs_code *code);
 void gs_code_free(struct gs_code *code);
@@ -83,12 +95,18 @@ struct gs_global_info {
 	size_t size;
 	const void *init; /* initial contents inside the code, NULL = zeros */
 	size_t init_size;
+	unsigned flags;   /* GS_GLOBAL_* */
 };
+#define GS_GLOBAL_CONSTANT     0x1u /* __constant__ (.nv.constant3, PTX .const) */
+#define GS_GLOBAL_MANAGED      0x2u /* __managed__ */
+#define GS_GLOBAL_INIT_PARTIAL 0x4u /* PTX initialiser held symbol addresses
+				     * (generic(x), x+4): those bytes are zero */
 struct gs_code_info {
 	struct gs_kernel_info *kernels;
 	size_t nkernels;
 	struct gs_global_info *globals;
 	size_t nglobals;
+	void *storage; /* PTX initial values the globals' init point into */
 };
 int gs_code_parse(const struct gs_code *code, struct gs_code_info *info);
 void gs_code_info_free(struct gs_code_info *info);
@@ -96,5 +114,31 @@ void gs_code_info_free(struct gs_code_info *info);
 /* Architectures present in an image (for compatibility checks before a
  * thaw): fills up to max entries, returns the count or -EINVAL. */
 int gs_image_archs(const void *image, size_t size, struct gs_fatbin_entry *out, size_t max);
+
+/* --- Added helpers --------------------------------------------------------
+ * gs_image_archs returns the number of entries filled (at most max); with
+ * out == NULL and max == 0 it returns how many there are. A bare cubin or
+ * PTX counts as one entry. */
+
+/* Whether the code of one entry (kind, arch, flags as in gs_fatbin_entry)
+ * can run on a device of compute capability sm, by the rules of
+ * gs_image_select. */
+int gs_code_runs_on(int kind, unsigned arch, unsigned flags, unsigned sm);
+
+/* What gs_image_select would answer, without decompressing anything:
+ * 0 when some code fits sm, -ENOENT when none does, -EINVAL if malformed. */
+int gs_image_supports(const void *image, size_t size, unsigned sm);
+
+/* The SM a bare cubin was built for (from its ELF header). */
+int gs_cubin_arch(const void *cubin, size_t size, unsigned *arch);
+
+/* The SM of PTX text from its .target directive (sm_90a sets
+ * GS_FATBIN_FLAG_ARCH_SPECIFIC in *flags, sm_100f GS_FATBIN_FLAG_FAMILY).
+ * `size` bounds the text; it need not be NUL-terminated within it. */
+int gs_ptx_target(const char *ptx, size_t size, unsigned *arch, unsigned *flags);
+
+/* gs_code_parse for a bare cubin or PTX text. On failure *info is empty. */
+int gs_cubin_parse(const void *cubin, size_t size, struct gs_code_info *info);
+int gs_ptx_parse(const char *ptx, size_t size, struct gs_code_info *info);
 
 #endif

@@ -22,6 +22,11 @@
 
 #define SIM_EXPORT __attribute__((visibility("default")))
 
+/* What cuDriverGetVersion reports: the CUDA 13.0 driver API. */
+#define SIM_DRIVER_VERSION 13000
+/* Devices are numbered 0..SIM_MAX_DEVICES-1 (per-device bit masks fit a u64). */
+#define SIM_MAX_DEVICES 64
+
 /* ---- diagnostics and entry ------------------------------------------------ */
 
 /* Strictness: print "simcuda: FN: <message>" to stderr and abort(). */
@@ -39,6 +44,12 @@ CUresult sim_enter(const char *fn, bool needs_init);
 			return sim_enter_rc_;                             \
 	} while (0)
 
+/* "CUDA_ERROR_OUT_OF_MEMORY" for CUDA_ERROR_OUT_OF_MEMORY; NULL for a value
+ * cuda.h does not define. */
+const char *sim_result_name(CUresult rc);
+/* A CUresult from its cuda.h name or a decimal number; false if neither. */
+bool sim_result_parse(const char *text, CUresult *out);
+
 /* ---- handles ------------------------------------------------------------- */
 
 enum sim_kind {
@@ -50,6 +61,7 @@ enum sim_kind {
 	SIM_KIND_LIBRARY,
 	SIM_KIND_KERNEL,
 	SIM_KIND_LINK,
+	SIM_KIND_MEMHANDLE, /* CUmemGenericAllocationHandle (sim_vmm.c) */
 };
 
 /* Every handle-backed object starts with this header. The handle value the
@@ -82,12 +94,19 @@ struct sim_device {
 	size_t mem_total;
 	uintptr_t va_base; /* this device's VA window for cuMemAlloc & co */
 	size_t va_size;
+	bool vmm; /* CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED */
+	bool p2p; /* may be a peer of every other device with p2p set */
 };
 int sim_device_count(void);
 /* NULL when out of range. */
 const struct sim_device *sim_device(int ordinal);
 /* Aborts naming fn when `dev` is not a valid ordinal. */
 const struct sim_device *sim_device_get(CUdevice dev, const char *fn);
+/* cuDeviceGetAttribute without the entry-point prologue (no fault injection
+ * counting): false for an attribute cuda.h does not define. */
+bool sim_device_attribute(const struct sim_device *d, CUdevice_attribute attr, int *value);
+/* cuDeviceCanAccessPeer without the prologue. */
+bool sim_device_can_peer(const struct sim_device *a, const struct sim_device *b);
 
 /* ---- contexts ------------------------------------------------------------ */
 
@@ -109,8 +128,18 @@ struct sim_ctx {
 struct sim_ctx *sim_ctx_current(void);
 /* Current context or CUDA_ERROR_INVALID_CONTEXT. */
 CUresult sim_ctx_require(const char *fn, struct sim_ctx **out);
-/* A CUcontext argument (NULL = current). Aborts on a bad handle. */
+/* A CUcontext argument (NULL = current). Aborts on a bad handle. Returns
+ * NULL when c is NULL and no context is current. */
 struct sim_ctx *sim_ctx_from_handle(CUcontext c, const char *fn);
+/* The context's sticky error (CUDA_SUCCESS when healthy), read under
+ * ctx->lock; sim_ctx_set_sticky keeps the first error recorded. Asynchronous
+ * work that fails goes through sim_ctx_set_sticky, never by writing the
+ * field directly, so readers on other threads see it race-free. */
+CUresult sim_ctx_sticky(struct sim_ctx *ctx);
+void sim_ctx_set_sticky(struct sim_ctx *ctx, CUresult rc);
+/* Whether some live context on device `from` has peer access enabled to a
+ * context on device `to` (cuCtxEnablePeerAccess); true when from == to. */
+bool sim_ctx_peer_access(int from, int to);
 
 /* ---- execution (sim_stream.c) --------------------------------------------- */
 
@@ -134,6 +163,10 @@ CUresult sim_stream_wait(struct sim_stream *s);
 CUresult sim_exec_sync_ctx(struct sim_ctx *ctx);
 /* Destroy every stream, event, module of ctx (cuCtxDestroy, primary reset). */
 void sim_exec_destroy_ctx(struct sim_ctx *ctx);
+/* True on a stream worker while it runs application code (host functions,
+ * stream callbacks, kernel emulations): the driver refuses calls from there
+ * with CUDA_ERROR_NOT_PERMITTED, which sim_enter should return. */
+bool sim_exec_in_user_code(void);
 
 /* ---- memory (sim_mem.c / sim_vmm.c) ---------------------------------------- */
 
@@ -150,5 +183,8 @@ CUresult sim_mem_alloc_internal(int dev, size_t size, CUdeviceptr *out);
 void sim_mem_free_internal(CUdeviceptr p);
 /* Free everything a context allocated (cuCtxDestroy). */
 void sim_mem_destroy_ctx(struct sim_ctx *ctx);
+/* The device whose memory holds p (cuMemAlloc, module global or mapped VMM),
+ * or -1 for host memory and addresses the simulator does not know. */
+int sim_mem_device_of(CUdeviceptr p);
 
 #endif

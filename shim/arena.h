@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The device-memory arena (DESIGN.md §5).
+ *
+ * cuMemAlloc* is served from a virtual address window that the shim reserves
+ * once per device at a fixed base, backed on demand by physical chunks of the
+ * device's allocation granularity. Because the window belongs to the shim and
+ * not to a driver allocation, a restore can reserve the very same window again
+ * and back it with chunks created on another GPU: every device pointer the
+ * application holds stays valid.
+ *
+ * This header has two halves:
+ *
+ *  1. The allocator core (arena.c): a pure data structure. It reaches the
+ *     driver only through `struct gs_arena_ops`, so unit tests drive it with
+ *     a fake, and a thaw re-attaches the same records to another device.
+ *
+ *  2. The shim's device-memory layer (arena_driver.c): one core arena per
+ *     application-visible device bound to the real driver's VMM calls, the
+ *     passthrough fallback, and the answers cuMemFree, cuMemGetAddressRange
+ *     and cuPointerGetAttribute(s) give for arena pointers.
+ */
+#ifndef GS_ARENA_H
+#define GS_ARENA_H
+
+#include <cuda.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ===================================================================== */
+/* 1. Allocator core                                                      */
+/* ===================================================================== */
+
+/* Every allocation is aligned to at least this, like the driver's. */
+#define GS_ARENA_MIN_ALIGN 512u
+
+/*
+ * Buffer ids of arena allocations start here. The driver numbers its own
+ * allocations from small integers; ids from this range can never equal one
+ * the driver hands out for a passthrough or host allocation in the same
+ * process, and they stay the same across a migration.
+ */
+#define GS_ARENA_BUFFER_ID_BASE (UINT64_C(1) << 48)
+
+/*
+ * What the core needs from a driver. Every function returns CUDA_SUCCESS or
+ * the driver's error, which the core hands back to its caller unchanged.
+ * `opaque` is gs_arena_config.opaque.
+ */
+struct gs_arena_ops {
+	/* Reserve `size` bytes of address space, preferably at `hint`; the
+	 * result may be elsewhere (the core checks). */
+	CUresult (*reserve)(void *opaque, uint64_t hint, uint64_t size, uint64_t *va);
+	CUresult (*unreserve)(void *opaque, uint64_t va, uint64_t size);
+	/* Physical memory of `size` bytes on `device`. */
+	CUresult (*create)(void *opaque, int device, uint64_t size, uint64_t *handle);
+	CUresult (*release)(void *opaque, uint64_t handle);
+	CUresult (*map)(void *opaque, uint64_t va, uint64_t size, uint64_t handle);
+	CUresult (*unmap)(void *opaque, uint64_t va, uint64_t size);
+	/* Give each of `devices` read-write access (readwrite) or none. */
+	CUresult (*set_access)(void *opaque, uint64_t va, uint64_t size,
+			       const int *devices, unsigned ndevices, bool readwrite);
+	/* Optional. A clean-up step failed where the caller cannot be told
+	 * (freeing never fails for the application): log it. `what` names the
+	 * op ("unmap", "release", ...). */
+	void (*report)(void *opaque, const char *what, uint64_t va, CUresult rc);
+};
+
+struct gs_arena_config {
+	const struct gs_arena_ops *ops;
+	void *opaque;
+	uint64_t base;        /* wanted start of the window */
+	uint64_t size;        /* window size; multiple of granularity */
+	uint64_t granularity; /* chunk size: power of two, >= 2 * GS_ARENA_MIN_ALIGN */
+	int device;           /* device new chunks are created on */
+	/*
+	 * Empty single-chunk spans kept backed for reuse: a program that
+	 * allocates and frees one small buffer in a loop would otherwise pay a
+	 * create + map + set_access + unmap + release every time. 0 keeps none,
+	 * so the driver's cuMemGetInfo always equals the arena's use.
+	 */
+	unsigned max_spare;
+	/*
+	 * The window must start exactly at `base` (a restore needs the old
+	 * addresses). When false, a window placed elsewhere by the driver is
+	 * accepted and gs_arena_window() tells where.
+	 */
+	bool exact_base;
+};
+
+struct gs_arena;
+
+/* Reserve the window and set up an empty arena. CUDA_ERROR_INVALID_VALUE for
+ * a bad config, CUDA_ERROR_ALREADY_MAPPED when exact_base and the driver put
+ * the window elsewhere, else the driver's error or CUDA_ERROR_OUT_OF_MEMORY. */
+CUresult gs_arena_create(const struct gs_arena_config *cfg, struct gs_arena **out);
+/* Unmap and release every chunk, free the window and the records. */
+void gs_arena_destroy(struct gs_arena *a);
+
+/* The window actually reserved. Immutable for the arena's life, so this
+ * and gs_arena_in_window() need no lock. */
+void gs_arena_window(const struct gs_arena *a, uint64_t *base, uint64_t *size);
+bool gs_arena_in_window(const struct gs_arena *a, uint64_t ptr);
+
+/* Allocate `size` bytes (> 0) for context `ctx`, recorded with the next
+ * buffer id. CUDA_ERROR_INVALID_VALUE for size 0; CUDA_ERROR_OUT_OF_MEMORY
+ * (or the driver's error) leaves the arena and the driver as they were. */
+CUresult gs_arena_alloc(struct gs_arena *a, uint64_t size, CUcontext ctx, uint64_t *va);
+/* Free the allocation starting at `va`. CUDA_ERROR_INVALID_VALUE when `va`
+ * is not the start of a live allocation (interior pointer, double free). */
+CUresult gs_arena_free(struct gs_arena *a, uint64_t va);
+
+struct gs_arena_allocation {
+	uint64_t va;        /* start, as returned by gs_arena_alloc */
+	uint64_t size;      /* size requested */
+	CUcontext ctx;
+	uint64_t buffer_id;
+	uint64_t chunk_va;  /* the span of chunks holding it */
+	uint64_t chunk_size;
+};
+/* The live allocation containing `ptr` (va <= ptr < va + size): true and *out
+ * filled, or false. */
+bool gs_arena_lookup(struct gs_arena *a, uint64_t ptr, struct gs_arena_allocation *out);
+/* Free every allocation of `ctx` (its context was destroyed); returns how
+ * many. */
+size_t gs_arena_free_ctx(struct gs_arena *a, CUcontext ctx);
+/* Release the spare chunks. */
+void gs_arena_trim(struct gs_arena *a);
+
+/* Grant (readwrite) or revoke another device's access to every chunk, now
+ * and for chunks created later. Grants are counted per device: a revoke
+ * undoes one grant, access goes at the last. The owning device always has
+ * access. */
+CUresult gs_arena_peer_access(struct gs_arena *a, int device, bool readwrite);
+
+/*
+ * Walking the records (dump, inspection). The arena lock is held during the
+ * walk: the callback must not call back into the arena. A non-zero return
+ * stops the walk and is returned. Spare chunks hold no allocation and are not
+ * walked.
+ */
+struct gs_arena_chunk {
+	uint64_t va;
+	uint64_t size;
+	uint64_t handle; /* 0 while detached */
+	int device;      /* device the chunk was last created on */
+};
+int gs_arena_foreach_chunk(struct gs_arena *a,
+			   int (*fn)(const struct gs_arena_chunk *c, void *arg), void *arg);
+int gs_arena_foreach_allocation(struct gs_arena *a,
+				int (*fn)(const struct gs_arena_allocation *al, void *arg),
+				void *arg);
+
+struct gs_arena_stats {
+	uint64_t allocations;     /* live allocations */
+	uint64_t bytes_requested; /* sum of their sizes */
+	uint64_t chunks;          /* live spans holding allocations */
+	uint64_t bytes_backed;    /* physical bytes, spares included */
+	uint64_t spare_chunks;
+	uint64_t window_free;     /* unbacked address space left */
+	bool attached;
+};
+void gs_arena_stats(struct gs_arena *a, struct gs_arena_stats *out);
+
+/*
+ * Migration. detach: unmap and release every chunk and free the window; the
+ * records stay (the caller saved the contents first). attach: reserve the
+ * same window again, exactly, and create every chunk on `device` at its old
+ * address with access for the owner and `peers`. attach either succeeds
+ * completely or leaves the arena detached and the driver as it was, so a
+ * later attach (another device) can still work.
+ */
+CUresult gs_arena_detach(struct gs_arena *a);
+CUresult gs_arena_attach(struct gs_arena *a, int device, const int *peers, unsigned npeers);
+
+/* The size classes small allocations are packed into, for a granularity:
+ * fills up to max sizes (ascending) and returns the count. */
+unsigned gs_arena_size_classes(uint64_t granularity, uint64_t *sizes, unsigned max);
+
+/* ===================================================================== */
+/* 2. The shim's device-memory layer (arena_driver.c)                     */
+/* ===================================================================== */
+
+/*
+ * Default start of the arena windows: 0x6000'0000'0000 (96 TiB). Device
+ * ordinal d gets [base + d * GS_ARENA_WINDOW_STRIDE, + GS_ARENA_WINDOW_STRIDE).
+ *
+ * Why there: on x86-64 Linux a process's own mappings sit low (a PIE
+ * executable and its brk heap near 0x55xx'xxxx'xxxx) and high (the mmap area,
+ * growing down from just under 0x7fff'ffff'ffff, where the driver also puts
+ * the address space behind cuMemAlloc and its own reservations). 96 TiB is
+ * tens of TiB from either, so neither the heap nor the mmap area nor a new
+ * context's internal allocations on the thaw target reach it, and it stays
+ * below 2^47, the user address space of a 4-level-paging kernel and well
+ * inside the 49-bit address space of current GPUs.
+ */
+#define GS_ARENA_DEFAULT_BASE UINT64_C(0x600000000000)
+/* 1 TiB per device: above the memory of any GPU today, and sixteen devices'
+ * windows fit between the default base and 0x6100'0000'0000. */
+#define GS_ARENA_WINDOW_STRIDE (UINT64_C(1) << 40)
+
+/* Device memory behind a shim-level operation. */
+enum gs_devmem_kind {
+	GS_DEVMEM_NONE = 0,     /* no allocation the shim served */
+	GS_DEVMEM_ARENA,        /* served from the arena */
+	GS_DEVMEM_PASSTHROUGH,  /* the real cuMemAlloc (no VMM, or GPUSWAP_ALLOC=passthrough) */
+};
+
+/*
+ * The entry points' logic. Each is called with the gate entered and the shim
+ * initialised (the gs_custom_* wrappers in arena_custom.c do that) and
+ * returns what the application gets.
+ */
+CUresult gs_devmem_alloc(CUdeviceptr *dptr, size_t bytesize);
+CUresult gs_devmem_alloc_pitch(CUdeviceptr *dptr, size_t *pitch, size_t width,
+			       size_t height, unsigned element_size);
+CUresult gs_devmem_free(CUdeviceptr dptr);
+CUresult gs_devmem_get_address_range(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr);
+CUresult gs_devmem_pointer_get_attribute(void *data, CUpointer_attribute attr, CUdeviceptr ptr);
+CUresult gs_devmem_pointer_get_attributes(unsigned n, CUpointer_attribute *attrs,
+					  void **data, CUdeviceptr ptr);
+
+/*
+ * Hooks for the context tracker. The context (app-visible handle) was
+ * destroyed, or a primary context reset: every allocation it made is freed,
+ * as the driver frees them. Call after the real call succeeded.
+ */
+void gs_arena_ctx_destroyed(CUcontext ctx);
+/*
+ * cuCtxEnablePeerAccess / cuCtxDisablePeerAccess succeeded: `accessor` (the
+ * device of the current context) may now (no longer) use memory of `owner`
+ * (the peer context's device). The driver grants legacy peer access to its
+ * own allocations only, never to VMM mappings, so the arena grants it to its
+ * chunks itself. Ordinals are the application's.
+ */
+void gs_arena_peer_access_changed(int owner, int accessor, bool enabled);
+
+/* Which kind of allocation `ptr` falls in (for freeze --check and tests). */
+enum gs_devmem_kind gs_devmem_classify(CUdeviceptr ptr);
+
+/* The arena of application-visible device `device`, NULL until its first
+ * cuMemAlloc (or when the device is served by passthrough). For dump and
+ * restore, which walk and detach/attach it. */
+struct gs_arena *gs_devmem_arena(int device);
+
+/* Passthrough allocations (real cuMemAlloc), walked for dump/restore. */
+struct gs_devmem_passthrough {
+	CUdeviceptr va;
+	size_t size;
+	CUcontext ctx;
+	int device;
+};
+int gs_devmem_foreach_passthrough(int (*fn)(const struct gs_devmem_passthrough *p, void *arg),
+				  void *arg);
+
+#endif

@@ -1,0 +1,1026 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Streams: one worker thread per stream runs its work in submission order, so
+ * work really is asynchronous to the submitting thread, as on a GPU.
+ *
+ * Ordering between streams is expressed as dependencies on stream positions
+ * (stream, sequence number), resolved by the worker before it runs an item.
+ * That covers cuStreamWaitEvent and the legacy default stream's implicit
+ * synchronisation:
+ *   - work on the legacy stream waits for all work already submitted to the
+ *     context's blocking streams (created without CU_STREAM_NON_BLOCKING, and
+ *     per-thread default streams);
+ *   - work on a blocking stream waits for all work already submitted to the
+ *     legacy stream.
+ * Both snapshots are taken under the context's exec lock together with the
+ * enqueue, so two submissions racing on the legacy stream and a blocking
+ * stream can never wait for each other.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cudaTypedefs.h>
+
+#include "sim_exec.h"
+
+struct sim_work {
+	struct sim_work *next;
+	uint64_t seq;
+	CUresult (*fn)(void *arg);
+	void *arg;
+	void (*done)(void *arg);
+	unsigned flags;
+	size_t ndeps;
+	struct sim_dep deps[];
+};
+
+static unsigned long long next_stream_id = 1;
+static uint64_t next_thread_key = 1;
+static __thread uint64_t thread_key;
+/* Set while a worker runs application code (host functions, callbacks,
+ * kernel emulations), which must not call the driver. */
+static __thread bool in_user_code;
+
+bool sim_exec_in_user_code(void)
+{
+	return in_user_code;
+}
+
+static uint64_t current_thread_key(void)
+{
+	if (!thread_key)
+		thread_key = __atomic_fetch_add(&next_thread_key, 1, __ATOMIC_RELAXED);
+	return thread_key;
+}
+
+/* ---- per-context state ------------------------------------------------------ */
+
+struct sim_exec *sim_exec_of(struct sim_ctx *ctx)
+{
+	struct sim_exec *exec = __atomic_load_n(&ctx->exec, __ATOMIC_ACQUIRE);
+
+	if (exec)
+		return exec;
+	exec = calloc(1, sizeof(*exec));
+	if (!exec)
+		sim_abort("simcuda", "out of memory for a context's execution state");
+	exec->ctx = ctx;
+	pthread_mutex_init(&exec->lock, NULL);
+	sim_list_init(&exec->streams);
+	sim_list_init(&exec->events);
+	sim_list_init(&exec->modules);
+	struct sim_exec *expected = NULL;
+	if (!__atomic_compare_exchange_n(&ctx->exec, &expected, exec, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_destroy(&exec->lock);
+		free(exec);
+		exec = expected;
+	}
+	return exec;
+}
+
+/* ---- dependencies ------------------------------------------------------------ */
+
+bool sim_dep_reached(const struct sim_dep *dep)
+{
+	struct sim_stream *s = dep->stream;
+
+	pthread_mutex_lock(&s->lock);
+	bool reached = s->completed >= dep->seq;
+	pthread_mutex_unlock(&s->lock);
+	return reached;
+}
+
+void sim_dep_wait(const struct sim_dep *dep)
+{
+	struct sim_stream *s = dep->stream;
+
+	pthread_mutex_lock(&s->lock);
+	while (s->completed < dep->seq)
+		pthread_cond_wait(&s->done_cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Position of the last work submitted to s, or seq 0 when all of it ran. */
+static struct sim_dep stream_tail(struct sim_stream *s)
+{
+	struct sim_dep dep = { s, 0 };
+
+	pthread_mutex_lock(&s->lock);
+	if (s->completed < s->submitted)
+		dep.seq = s->submitted;
+	pthread_mutex_unlock(&s->lock);
+	return dep;
+}
+
+static bool stream_is_blocking(const struct sim_stream *s)
+{
+	return s->role != SIM_STREAM_LEGACY && !(s->flags & CU_STREAM_NON_BLOCKING);
+}
+
+/* What a new operation on s must wait for besides s itself, given the legacy
+ * stream rules. Caller holds exec->lock. Returns a malloc'd array (or NULL
+ * with *n 0). */
+static struct sim_dep *implicit_deps(struct sim_stream *s, size_t *n)
+{
+	struct sim_exec *exec = s->exec;
+	struct sim_dep *deps = NULL;
+	size_t count = 0, cap = 0;
+
+	*n = 0;
+	if (s->role == SIM_STREAM_LEGACY) {
+		sim_list_for_each(pos, &exec->streams) {
+			struct sim_stream *t = sim_container_of(pos, struct sim_stream, exec_link);
+			if (!stream_is_blocking(t))
+				continue;
+			struct sim_dep dep = stream_tail(t);
+			if (!dep.seq)
+				continue;
+			if (count == cap) {
+				cap = cap ? 2 * cap : 8;
+				struct sim_dep *grown = realloc(deps, cap * sizeof(*deps));
+				if (!grown)
+					sim_abort("simcuda", "out of memory for stream dependencies");
+				deps = grown;
+			}
+			deps[count++] = dep;
+		}
+	} else if (stream_is_blocking(s) && exec->legacy) {
+		struct sim_dep dep = stream_tail(exec->legacy);
+		if (dep.seq) {
+			deps = malloc(sizeof(*deps));
+			if (!deps)
+				sim_abort("simcuda", "out of memory for stream dependencies");
+			deps[count++] = dep;
+		}
+	}
+	*n = count;
+	return deps;
+}
+
+/* ---- workers ----------------------------------------------------------------- */
+
+static void run_work(struct sim_stream *s, struct sim_work *w)
+{
+	for (size_t i = 0; i < w->ndeps; i++)
+		sim_dep_wait(&w->deps[i]);
+	/* After a fault the GPU runs no more of the context's work, but events
+	 * and callbacks still fire so that waiters learn about the error. */
+	if (w->fn && (sim_ctx_sticky(s->ctx) == CUDA_SUCCESS || (w->flags & SIM_WORK_ALWAYS))) {
+		in_user_code = (w->flags & SIM_WORK_HOST_FN) != 0;
+		CUresult rc = w->fn(w->arg);
+		in_user_code = false;
+		if (rc != CUDA_SUCCESS)
+			sim_ctx_set_sticky(s->ctx, rc);
+	}
+	if (w->done)
+		w->done(w->arg);
+}
+
+static void *stream_worker(void *arg)
+{
+	struct sim_stream *s = arg;
+
+	for (;;) {
+		pthread_mutex_lock(&s->lock);
+		while (!s->head && !s->closing)
+			pthread_cond_wait(&s->work_cond, &s->lock);
+		struct sim_work *w = s->head;
+		if (!w) {
+			s->exited = true;
+			pthread_cond_broadcast(&s->done_cond);
+			pthread_mutex_unlock(&s->lock);
+			return NULL;
+		}
+		pthread_mutex_unlock(&s->lock);
+
+		run_work(s, w);
+
+		pthread_mutex_lock(&s->lock);
+		s->head = w->next;
+		if (!s->head)
+			s->tail = NULL;
+		s->completed = w->seq;
+		pthread_cond_broadcast(&s->done_cond);
+		pthread_mutex_unlock(&s->lock);
+		free(w);
+	}
+}
+
+/* Creates a stream of exec's context and starts its worker; caller holds
+ * exec->lock. Returns NULL when no thread can be started. */
+static struct sim_stream *stream_new(struct sim_exec *exec, enum sim_stream_role role,
+				     unsigned flags, int priority)
+{
+	struct sim_stream *s = sim_handle_new(SIM_KIND_STREAM, sizeof(*s));
+
+	s->ctx = exec->ctx;
+	s->exec = exec;
+	s->role = role;
+	s->flags = flags;
+	s->priority = priority;
+	s->id = __atomic_fetch_add(&next_stream_id, 1, __ATOMIC_RELAXED);
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->work_cond, NULL);
+	pthread_cond_init(&s->done_cond, NULL);
+	sim_list_init(&s->exec_link);
+
+	int err = pthread_create(&s->worker, NULL, stream_worker, s);
+	if (err) {
+		fprintf(stderr, "simcuda: cannot start a stream worker: %s\n", strerror(err));
+		sim_handle_destroy(s);
+		return NULL;
+	}
+	char name[16];
+	snprintf(name, sizeof(name), "simcuda-s%llu", s->id);
+	pthread_setname_np(s->worker, name);
+	if (role != SIM_STREAM_LEGACY)
+		sim_list_add_tail(&exec->streams, &s->exec_link);
+	return s;
+}
+
+/* Joins the workers of streams the application destroyed once they drained;
+ * caller holds exec->lock. */
+static void reap_streams(struct sim_exec *exec)
+{
+	for (struct sim_link *pos = exec->streams.next, *next; pos != &exec->streams; pos = next) {
+		next = pos->next;
+		struct sim_stream *s = sim_container_of(pos, struct sim_stream, exec_link);
+		pthread_mutex_lock(&s->lock);
+		bool gone = s->closing && s->exited;
+		pthread_mutex_unlock(&s->lock);
+		if (!gone)
+			continue;
+		sim_list_del(&s->exec_link);
+		pthread_join(s->worker, NULL);
+	}
+}
+
+/* Stops accepting work; the worker finishes what is queued and leaves.
+ * Returns false when the stream was already closing. */
+static bool stream_close(struct sim_stream *s)
+{
+	pthread_mutex_lock(&s->lock);
+	bool was_closing = s->closing;
+	s->closing = true;
+	pthread_cond_signal(&s->work_cond);
+	pthread_mutex_unlock(&s->lock);
+	return !was_closing;
+}
+
+/* ---- resolving CUstream arguments -------------------------------------------- */
+
+static struct sim_stream *special_stream(struct sim_ctx *ctx, bool per_thread, const char *fn)
+{
+	struct sim_exec *exec = sim_exec_of(ctx);
+	struct sim_stream *s = NULL;
+
+	pthread_mutex_lock(&exec->lock);
+	if (!per_thread) {
+		if (!exec->legacy)
+			exec->legacy = stream_new(exec, SIM_STREAM_LEGACY, 0, 0);
+		s = exec->legacy;
+	} else {
+		/* One per thread and context, kept until the context goes: the
+		 * driver documents no end for it at thread exit. */
+		uint64_t key = current_thread_key();
+		sim_list_for_each(pos, &exec->streams) {
+			struct sim_stream *t = sim_container_of(pos, struct sim_stream, exec_link);
+			if (t->role == SIM_STREAM_PER_THREAD && t->owner_thread == key) {
+				s = t;
+				break;
+			}
+		}
+		if (!s) {
+			s = stream_new(exec, SIM_STREAM_PER_THREAD, 0, 0);
+			if (s)
+				s->owner_thread = key;
+		}
+	}
+	pthread_mutex_unlock(&exec->lock);
+	if (!s)
+		sim_abort(fn, "cannot start the worker of a default stream");
+	return s;
+}
+
+static bool is_special(CUstream s)
+{
+	return s == NULL || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD;
+}
+
+static struct sim_stream *resolve_special(CUstream s, bool ptds, struct sim_ctx *ctx,
+					  const char *fn)
+{
+	bool per_thread = s == CU_STREAM_PER_THREAD || (s == NULL && ptds);
+
+	return special_stream(ctx, per_thread, fn);
+}
+
+struct sim_stream *sim_stream_resolve(CUstream s, bool ptds, struct sim_ctx *ctx,
+				      const char *fn)
+{
+	if (is_special(s)) {
+		if (!ctx)
+			sim_abort(fn, "default stream %p used without a context", (void *)s);
+		return resolve_special(s, ptds, ctx, fn);
+	}
+	struct sim_stream *st = sim_handle_get(SIM_KIND_STREAM, s, fn);
+	if (ctx && st->ctx != ctx)
+		sim_abort(fn, "stream %p belongs to context %p, not to context %p",
+			  (void *)s, (void *)st->ctx, (void *)ctx);
+	return st;
+}
+
+CUresult sim_stream_lookup(CUstream s, bool ptds, const char *fn, struct sim_stream **out)
+{
+	if (is_special(s)) {
+		struct sim_ctx *ctx;
+		CUresult rc = sim_ctx_require(fn, &ctx);
+		if (rc != CUDA_SUCCESS)
+			return rc;
+		*out = resolve_special(s, ptds, ctx, fn);
+		return CUDA_SUCCESS;
+	}
+	*out = sim_handle_get(SIM_KIND_STREAM, s, fn);
+	return CUDA_SUCCESS;
+}
+
+/* ---- submitting and waiting ------------------------------------------------- */
+
+static CUresult enqueue(struct sim_stream *s, CUresult (*fn)(void *arg), void *arg,
+			void (*done)(void *arg), unsigned flags, const struct sim_dep *dep,
+			uint64_t *seq)
+{
+	struct sim_exec *exec = s->exec;
+	bool legacy_rules = s->role == SIM_STREAM_LEGACY || stream_is_blocking(s);
+	struct sim_dep *implicit = NULL;
+	size_t nimplicit = 0;
+
+	if (legacy_rules) {
+		pthread_mutex_lock(&exec->lock);
+		implicit = implicit_deps(s, &nimplicit);
+	}
+	size_t ndeps = nimplicit + (dep && dep->seq ? 1 : 0);
+	struct sim_work *w = malloc(sizeof(*w) + ndeps * sizeof(w->deps[0]));
+	if (!w) {
+		if (legacy_rules)
+			pthread_mutex_unlock(&exec->lock);
+		free(implicit);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	w->next = NULL;
+	w->fn = fn;
+	w->arg = arg;
+	w->done = done;
+	w->flags = flags;
+	w->ndeps = ndeps;
+	if (nimplicit)
+		memcpy(w->deps, implicit, nimplicit * sizeof(w->deps[0]));
+	if (ndeps > nimplicit)
+		w->deps[nimplicit] = *dep;
+	free(implicit);
+
+	pthread_mutex_lock(&s->lock);
+	if (s->closing) {
+		pthread_mutex_unlock(&s->lock);
+		if (legacy_rules)
+			pthread_mutex_unlock(&exec->lock);
+		free(w);
+		/* Only reachable when another thread destroyed the stream after
+		 * this call looked its handle up. */
+		sim_abort("simcuda", "work submitted to stream %p while it was destroyed", (void *)s);
+	}
+	w->seq = ++s->submitted;
+	if (s->tail)
+		s->tail->next = w;
+	else
+		s->head = w;
+	s->tail = w;
+	pthread_cond_signal(&s->work_cond);
+	pthread_mutex_unlock(&s->lock);
+	if (legacy_rules)
+		pthread_mutex_unlock(&exec->lock);
+	if (seq)
+		*seq = w->seq;
+	return CUDA_SUCCESS;
+}
+
+CUresult sim_stream_enqueue(struct sim_stream *s, CUresult (*work)(void *arg), void *arg,
+			    void (*done)(void *arg), unsigned flags,
+			    const struct sim_dep *dep, uint64_t *seq)
+{
+	CUresult rc = sim_ctx_sticky(s->ctx);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	return enqueue(s, work, arg, done, flags, dep, seq);
+}
+
+CUresult sim_stream_submit(struct sim_stream *s, CUresult (*work)(void *arg), void *arg,
+			   void (*done)(void *arg))
+{
+	return sim_stream_enqueue(s, work, arg, done, 0, NULL, NULL);
+}
+
+/* Everything an operation on s issued now would wait for: the legacy stream
+ * also covers prior work of the blocking streams. */
+static struct sim_dep *pending_positions(struct sim_stream *s, size_t *n)
+{
+	struct sim_dep own = stream_tail(s);
+	struct sim_dep *deps = NULL;
+	size_t count = 0;
+
+	if (s->role == SIM_STREAM_LEGACY) {
+		pthread_mutex_lock(&s->exec->lock);
+		deps = implicit_deps(s, &count);
+		pthread_mutex_unlock(&s->exec->lock);
+	}
+	if (own.seq) {
+		struct sim_dep *grown = realloc(deps, (count + 1) * sizeof(*deps));
+		if (!grown)
+			sim_abort("simcuda", "out of memory for stream dependencies");
+		deps = grown;
+		deps[count++] = own;
+	}
+	*n = count;
+	return deps;
+}
+
+CUresult sim_stream_wait(struct sim_stream *s)
+{
+	size_t n;
+	struct sim_dep *deps = pending_positions(s, &n);
+
+	for (size_t i = 0; i < n; i++)
+		sim_dep_wait(&deps[i]);
+	free(deps);
+	return sim_ctx_sticky(s->ctx);
+}
+
+static CUresult stream_query(struct sim_stream *s)
+{
+	size_t n;
+	struct sim_dep *deps = pending_positions(s, &n);
+	bool ready = true;
+
+	for (size_t i = 0; i < n && ready; i++)
+		ready = sim_dep_reached(&deps[i]);
+	free(deps);
+	CUresult rc = sim_ctx_sticky(s->ctx);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	return ready ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+}
+
+static void add_position(struct sim_dep **deps, size_t *n, size_t *cap, struct sim_stream *s)
+{
+	if (*n == *cap) {
+		*cap = *cap ? 2 * *cap : 8;
+		struct sim_dep *grown = realloc(*deps, *cap * sizeof(**deps));
+		if (!grown)
+			sim_abort("simcuda", "out of memory for stream dependencies");
+		*deps = grown;
+	}
+	(*deps)[(*n)++] = stream_tail(s);
+}
+
+void sim_exec_drain(struct sim_exec *exec)
+{
+	struct sim_dep *deps = NULL;
+	size_t n = 0, cap = 0;
+
+	pthread_mutex_lock(&exec->lock);
+	reap_streams(exec);
+	sim_list_for_each(pos, &exec->streams)
+		add_position(&deps, &n, &cap, sim_container_of(pos, struct sim_stream, exec_link));
+	if (exec->legacy)
+		add_position(&deps, &n, &cap, exec->legacy);
+	pthread_mutex_unlock(&exec->lock);
+	for (size_t i = 0; i < n; i++)
+		if (deps[i].seq)
+			sim_dep_wait(&deps[i]);
+	free(deps);
+}
+
+CUresult sim_exec_sync_ctx(struct sim_ctx *ctx)
+{
+	struct sim_exec *exec = __atomic_load_n(&ctx->exec, __ATOMIC_ACQUIRE);
+
+	if (exec)
+		sim_exec_drain(exec);
+	return sim_ctx_sticky(ctx);
+}
+
+void sim_exec_destroy_ctx(struct sim_ctx *ctx)
+{
+	struct sim_exec *exec = __atomic_load_n(&ctx->exec, __ATOMIC_ACQUIRE);
+	struct sim_link streams, events;
+
+	if (!exec)
+		return;
+	pthread_mutex_lock(&exec->lock);
+	sim_list_splice(&exec->streams, &streams);
+	if (exec->legacy)
+		sim_list_add_tail(&streams, &exec->legacy->exec_link);
+	exec->legacy = NULL;
+	sim_list_splice(&exec->events, &events);
+	pthread_mutex_unlock(&exec->lock);
+
+	/* As on a GPU, destroying a context lets its queued work finish first;
+	 * every stream handle is dead from here on. */
+	sim_list_for_each(pos, &streams) {
+		struct sim_stream *s = sim_container_of(pos, struct sim_stream, exec_link);
+		if (stream_close(s))
+			sim_handle_destroy(s);
+	}
+	while (!sim_list_empty(&streams)) {
+		struct sim_stream *s = sim_container_of(streams.next, struct sim_stream, exec_link);
+		sim_list_del(&s->exec_link);
+		pthread_join(s->worker, NULL);
+	}
+	sim_event_destroy_all(&events);
+	sim_module_destroy_ctx(exec);
+}
+
+/* ---- entry points ------------------------------------------------------------- */
+
+/* cuda.h declares the _ptsz entry points only when compiled for per-thread
+ * default streams; declare them here and check them against the typedefs of
+ * cudaTypedefs.h, so that a signature slip fails the build. */
+#define SIM_CHECK_ABI(name, pfn)                                                \
+	_Static_assert(__builtin_types_compatible_p(__typeof__(&name), pfn), \
+		       #name " does not match " #pfn)
+
+SIM_EXPORT CUresult cuStreamQuery_ptsz(CUstream hStream);
+SIM_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream hStream);
+SIM_EXPORT CUresult cuStreamWaitEvent_ptsz(CUstream hStream, CUevent hEvent, unsigned int Flags);
+SIM_EXPORT CUresult cuStreamGetPriority_ptsz(CUstream hStream, int *priority);
+SIM_EXPORT CUresult cuStreamGetFlags_ptsz(CUstream hStream, unsigned int *flags);
+SIM_EXPORT CUresult cuStreamGetId_ptsz(CUstream hStream, unsigned long long *streamId);
+SIM_EXPORT CUresult cuStreamGetCtx_ptsz(CUstream hStream, CUcontext *pctx);
+SIM_EXPORT CUresult cuStreamGetCtx_v2_ptsz(CUstream hStream, CUcontext *pCtx, CUgreenCtx *pGreenCtx);
+SIM_EXPORT CUresult cuStreamGetDevice_ptsz(CUstream hStream, CUdevice *device);
+SIM_EXPORT CUresult cuStreamAddCallback_ptsz(CUstream hStream, CUstreamCallback callback,
+					     void *userData, unsigned int flags);
+SIM_EXPORT CUresult cuLaunchHostFunc_ptsz(CUstream hStream, CUhostFn fn, void *userData);
+SIM_EXPORT CUresult cuStreamIsCapturing_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus);
+SIM_EXPORT CUresult cuStreamGetCaptureInfo_v3_ptsz(CUstream hStream,
+						   CUstreamCaptureStatus *captureStatus_out,
+						   cuuint64_t *id_out, CUgraph *graph_out,
+						   const CUgraphNode **dependencies_out,
+						   const CUgraphEdgeData **edgeData_out,
+						   size_t *numDependencies_out);
+SIM_CHECK_ABI(cuStreamQuery_ptsz, PFN_cuStreamQuery_v7000_ptsz);
+SIM_CHECK_ABI(cuStreamSynchronize_ptsz, PFN_cuStreamSynchronize_v7000_ptsz);
+SIM_CHECK_ABI(cuStreamWaitEvent_ptsz, PFN_cuStreamWaitEvent_v7000_ptsz);
+SIM_CHECK_ABI(cuStreamGetPriority_ptsz, PFN_cuStreamGetPriority_v7000_ptsz);
+SIM_CHECK_ABI(cuStreamGetFlags_ptsz, PFN_cuStreamGetFlags_v7000_ptsz);
+SIM_CHECK_ABI(cuStreamGetId_ptsz, PFN_cuStreamGetId_v12000_ptsz);
+SIM_CHECK_ABI(cuStreamGetCtx_ptsz, PFN_cuStreamGetCtx_v9020_ptsz);
+SIM_CHECK_ABI(cuStreamGetCtx_v2_ptsz, PFN_cuStreamGetCtx_v12050_ptsz);
+SIM_CHECK_ABI(cuStreamGetDevice_ptsz, PFN_cuStreamGetDevice_v12080_ptsz);
+SIM_CHECK_ABI(cuStreamAddCallback_ptsz, PFN_cuStreamAddCallback_v7000_ptsz);
+SIM_CHECK_ABI(cuLaunchHostFunc_ptsz, PFN_cuLaunchHostFunc_v10000_ptsz);
+SIM_CHECK_ABI(cuStreamIsCapturing_ptsz, PFN_cuStreamIsCapturing_v10000_ptsz);
+SIM_CHECK_ABI(cuStreamGetCaptureInfo_v3_ptsz, PFN_cuStreamGetCaptureInfo_v12030_ptsz);
+
+static CUresult stream_create(const char *fn, CUstream *phStream, unsigned flags, int priority)
+{
+	struct sim_ctx *ctx;
+	CUresult rc = sim_ctx_require(fn, &ctx);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (!phStream || (flags & ~(unsigned)CU_STREAM_NON_BLOCKING))
+		return CUDA_ERROR_INVALID_VALUE;
+	/* The driver clamps rather than rejects priorities out of range. */
+	if (priority > SIM_STREAM_PRIORITY_LEAST)
+		priority = SIM_STREAM_PRIORITY_LEAST;
+	if (priority < SIM_STREAM_PRIORITY_GREATEST)
+		priority = SIM_STREAM_PRIORITY_GREATEST;
+
+	struct sim_exec *exec = sim_exec_of(ctx);
+	pthread_mutex_lock(&exec->lock);
+	reap_streams(exec);
+	struct sim_stream *s = stream_new(exec, SIM_STREAM_CREATED, flags, priority);
+	pthread_mutex_unlock(&exec->lock);
+	if (!s)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	*phStream = (CUstream)s;
+	return CUDA_SUCCESS;
+}
+
+SIM_EXPORT CUresult cuStreamCreate(CUstream *phStream, unsigned int Flags)
+{
+	SIM_ENTER("cuStreamCreate");
+	return stream_create("cuStreamCreate", phStream, Flags, 0);
+}
+
+SIM_EXPORT CUresult cuStreamCreateWithPriority(CUstream *phStream, unsigned int flags, int priority)
+{
+	SIM_ENTER("cuStreamCreateWithPriority");
+	return stream_create("cuStreamCreateWithPriority", phStream, flags, priority);
+}
+
+SIM_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream)
+{
+	SIM_ENTER("cuStreamDestroy_v2");
+	if (is_special(hStream))
+		return CUDA_ERROR_INVALID_HANDLE;
+	struct sim_stream *s = sim_handle_get(SIM_KIND_STREAM, hStream, "cuStreamDestroy_v2");
+	if (s->role != SIM_STREAM_CREATED)
+		sim_abort("cuStreamDestroy_v2", "stream %p is a default stream", (void *)hStream);
+	struct sim_exec *exec = s->exec;
+	pthread_mutex_lock(&exec->lock);
+	bool first = stream_close(s);
+	/* The stream stays on the context's list until its worker has drained
+	 * it: queued work still completes, and the legacy stream still waits
+	 * for it. */
+	reap_streams(exec);
+	pthread_mutex_unlock(&exec->lock);
+	if (!first)
+		sim_abort("cuStreamDestroy_v2", "stream %p destroyed twice concurrently", (void *)hStream);
+	sim_handle_destroy(s);
+	return CUDA_SUCCESS;
+}
+
+static CUresult stream_query_entry(CUstream hStream, bool ptds, const char *fn)
+{
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, ptds, fn, &s);
+
+	return rc != CUDA_SUCCESS ? rc : stream_query(s);
+}
+
+SIM_EXPORT CUresult cuStreamQuery(CUstream hStream)
+{
+	SIM_ENTER("cuStreamQuery");
+	return stream_query_entry(hStream, false, "cuStreamQuery");
+}
+
+SIM_EXPORT CUresult cuStreamQuery_ptsz(CUstream hStream)
+{
+	SIM_ENTER("cuStreamQuery_ptsz");
+	return stream_query_entry(hStream, true, "cuStreamQuery_ptsz");
+}
+
+static CUresult stream_sync_entry(CUstream hStream, bool ptds, const char *fn)
+{
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, ptds, fn, &s);
+
+	return rc != CUDA_SUCCESS ? rc : sim_stream_wait(s);
+}
+
+SIM_EXPORT CUresult cuStreamSynchronize(CUstream hStream)
+{
+	SIM_ENTER("cuStreamSynchronize");
+	return stream_sync_entry(hStream, false, "cuStreamSynchronize");
+}
+
+SIM_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream hStream)
+{
+	SIM_ENTER("cuStreamSynchronize_ptsz");
+	return stream_sync_entry(hStream, true, "cuStreamSynchronize_ptsz");
+}
+
+/* ---- waiting for events ------------------------------------------------------ */
+
+static CUresult stream_wait_event(CUstream hStream, CUevent hEvent, unsigned flags,
+				  bool ptds, const char *fn)
+{
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, ptds, fn, &s);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	/* The event may belong to another context, even another device: that
+	 * is how the driver orders work across GPUs. */
+	struct sim_dep dep;
+	sim_event_position(hEvent, fn, &dep);
+	if (flags & ~(unsigned)CU_EVENT_WAIT_EXTERNAL)
+		return CUDA_ERROR_INVALID_VALUE;
+	/* CU_EVENT_WAIT_EXTERNAL only means something during stream capture,
+	 * which the simulator never is in; the driver ignores it otherwise. */
+	if (!dep.seq)
+		return sim_ctx_sticky(s->ctx);
+	return sim_stream_enqueue(s, NULL, NULL, NULL, 0, &dep, NULL);
+}
+
+SIM_EXPORT CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags)
+{
+	SIM_ENTER("cuStreamWaitEvent");
+	return stream_wait_event(hStream, hEvent, Flags, false, "cuStreamWaitEvent");
+}
+
+SIM_EXPORT CUresult cuStreamWaitEvent_ptsz(CUstream hStream, CUevent hEvent, unsigned int Flags)
+{
+	SIM_ENTER("cuStreamWaitEvent_ptsz");
+	return stream_wait_event(hStream, hEvent, Flags, true, "cuStreamWaitEvent_ptsz");
+}
+
+/* ---- properties ---------------------------------------------------------------- */
+
+static CUresult stream_get_priority(CUstream hStream, int *priority, bool ptds, const char *fn)
+{
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, ptds, fn, &s);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (!priority)
+		return CUDA_ERROR_INVALID_VALUE;
+	*priority = s->priority;
+	return CUDA_SUCCESS;
+}
+
+SIM_EXPORT CUresult cuStreamGetPriority(CUstream hStream, int *priority)
+{
+	SIM_ENTER("cuStreamGetPriority");
+	return stream_get_priority(hStream, priority, false, "cuStreamGetPriority");
+}
+
+SIM_EXPORT CUresult cuStreamGetPriority_ptsz(CUstream hStream, int *priority)
+{
+	SIM_ENTER("cuStreamGetPriority_ptsz");
+	return stream_get_priority(hStream, priority, true, "cuStreamGetPriority_ptsz");
+}
+
+static CUresult stream_get_flags(CUstream hStream, unsigned *flags, bool ptds, const char *fn)
+{
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, ptds, fn, &s);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (!flags)
+		return CUDA_ERROR_INVALID_VALUE;
+	*flags = s->flags;
+	return CUDA_SUCCESS;
+}
+
+SIM_EXPORT CUresult cuStreamGetFlags(CUstream hStream, unsigned int *flags)
+{
+	SIM_ENTER("cuStreamGetFlags");
+	return stream_get_flags(hStream, flags, false, "cuStreamGetFlags");
+}
+
+SIM_EXPORT CUresult cuStreamGetFlags_ptsz(CUstream hStream, unsigned int *flags)
+{
+	SIM_ENTER("cuStreamGetFlags_ptsz");
+	return stream_get_flags(hStream, flags, true, "cuStreamGetFlags_ptsz");
+}
+
+static CUresult stream_get_id(CUstream hStream, unsigned long long *id, bool ptds, const char *fn)
+{
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, ptds, fn, &s);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (!id)
+		return CUDA_ERROR_INVALID_VALUE;
+	*id = s->id;
+	return CUDA_SUCCESS;
+}
+
+SIM_EXPORT CUresult cuStreamGetId(CUstream hStream, unsigned long long *streamId)
+{
+	SIM_ENTER("cuStreamGetId");
+	return stream_get_id(hStream, streamId, false, "cuStreamGetId");
+}
+
+SIM_EXPORT CUresult cuStreamGetId_ptsz(CUstream hStream, unsigned long long *streamId)
+{
+	SIM_ENTER("cuStreamGetId_ptsz");
+	return stream_get_id(hStream, streamId, true, "cuStreamGetId_ptsz");
+}
+
+static CUresult stream_get_ctx(CUstream hStream, CUcontext *pctx, CUgreenCtx *green, bool v2,
+			       bool ptds, const char *fn)
+{
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, ptds, fn, &s);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (!pctx || (v2 && !green))
+		return CUDA_ERROR_INVALID_VALUE;
+	*pctx = (CUcontext)s->ctx;
+	if (v2)
+		*green = NULL; /* the simulator has no green contexts */
+	return CUDA_SUCCESS;
+}
+
+SIM_EXPORT CUresult cuStreamGetCtx(CUstream hStream, CUcontext *pctx)
+{
+	SIM_ENTER("cuStreamGetCtx");
+	return stream_get_ctx(hStream, pctx, NULL, false, false, "cuStreamGetCtx");
+}
+
+SIM_EXPORT CUresult cuStreamGetCtx_ptsz(CUstream hStream, CUcontext *pctx)
+{
+	SIM_ENTER("cuStreamGetCtx_ptsz");
+	return stream_get_ctx(hStream, pctx, NULL, false, true, "cuStreamGetCtx_ptsz");
+}
+
+SIM_EXPORT CUresult cuStreamGetCtx_v2(CUstream hStream, CUcontext *pCtx, CUgreenCtx *pGreenCtx)
+{
+	SIM_ENTER("cuStreamGetCtx_v2");
+	return stream_get_ctx(hStream, pCtx, pGreenCtx, true, false, "cuStreamGetCtx_v2");
+}
+
+SIM_EXPORT CUresult cuStreamGetCtx_v2_ptsz(CUstream hStream, CUcontext *pCtx, CUgreenCtx *pGreenCtx)
+{
+	SIM_ENTER("cuStreamGetCtx_v2_ptsz");
+	return stream_get_ctx(hStream, pCtx, pGreenCtx, true, true, "cuStreamGetCtx_v2_ptsz");
+}
+
+static CUresult stream_get_device(CUstream hStream, CUdevice *device, bool ptds, const char *fn)
+{
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, ptds, fn, &s);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (!device)
+		return CUDA_ERROR_INVALID_VALUE;
+	*device = s->ctx->device;
+	return CUDA_SUCCESS;
+}
+
+SIM_EXPORT CUresult cuStreamGetDevice(CUstream hStream, CUdevice *device)
+{
+	SIM_ENTER("cuStreamGetDevice");
+	return stream_get_device(hStream, device, false, "cuStreamGetDevice");
+}
+
+SIM_EXPORT CUresult cuStreamGetDevice_ptsz(CUstream hStream, CUdevice *device)
+{
+	SIM_ENTER("cuStreamGetDevice_ptsz");
+	return stream_get_device(hStream, device, true, "cuStreamGetDevice_ptsz");
+}
+
+SIM_EXPORT CUresult cuCtxGetStreamPriorityRange(int *leastPriority, int *greatestPriority)
+{
+	SIM_ENTER("cuCtxGetStreamPriorityRange");
+	struct sim_ctx *ctx;
+	CUresult rc = sim_ctx_require("cuCtxGetStreamPriorityRange", &ctx);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (leastPriority)
+		*leastPriority = SIM_STREAM_PRIORITY_LEAST;
+	if (greatestPriority)
+		*greatestPriority = SIM_STREAM_PRIORITY_GREATEST;
+	return CUDA_SUCCESS;
+}
+
+/* Stream capture is not simulated; these answer as for a stream that is not
+ * capturing, which is what libraries ask before allocating. */
+static CUresult stream_is_capturing(CUstream hStream, CUstreamCaptureStatus *status, bool ptds,
+				    const char *fn)
+{
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, ptds, fn, &s);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (!status)
+		return CUDA_ERROR_INVALID_VALUE;
+	*status = CU_STREAM_CAPTURE_STATUS_NONE;
+	return CUDA_SUCCESS;
+}
+
+SIM_EXPORT CUresult cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *captureStatus)
+{
+	SIM_ENTER("cuStreamIsCapturing");
+	return stream_is_capturing(hStream, captureStatus, false, "cuStreamIsCapturing");
+}
+
+SIM_EXPORT CUresult cuStreamIsCapturing_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus)
+{
+	SIM_ENTER("cuStreamIsCapturing_ptsz");
+	return stream_is_capturing(hStream, captureStatus, true, "cuStreamIsCapturing_ptsz");
+}
+
+static CUresult stream_capture_info(CUstream hStream, CUstreamCaptureStatus *status,
+				    cuuint64_t *id, CUgraph *graph, const CUgraphNode **deps,
+				    const CUgraphEdgeData **edges, size_t *ndeps, bool ptds,
+				    const char *fn)
+{
+	CUresult rc = stream_is_capturing(hStream, status, ptds, fn);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	/* The outputs besides the status are only written while capturing. */
+	(void)id, (void)graph, (void)deps, (void)edges, (void)ndeps;
+	return CUDA_SUCCESS;
+}
+
+SIM_EXPORT CUresult cuStreamGetCaptureInfo_v3(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
+					      cuuint64_t *id_out, CUgraph *graph_out,
+					      const CUgraphNode **dependencies_out,
+					      const CUgraphEdgeData **edgeData_out,
+					      size_t *numDependencies_out)
+{
+	SIM_ENTER("cuStreamGetCaptureInfo_v3");
+	return stream_capture_info(hStream, captureStatus_out, id_out, graph_out, dependencies_out,
+				   edgeData_out, numDependencies_out, false,
+				   "cuStreamGetCaptureInfo_v3");
+}
+
+SIM_EXPORT CUresult cuStreamGetCaptureInfo_v3_ptsz(CUstream hStream,
+						   CUstreamCaptureStatus *captureStatus_out,
+						   cuuint64_t *id_out, CUgraph *graph_out,
+						   const CUgraphNode **dependencies_out,
+						   const CUgraphEdgeData **edgeData_out,
+						   size_t *numDependencies_out)
+{
+	SIM_ENTER("cuStreamGetCaptureInfo_v3_ptsz");
+	return stream_capture_info(hStream, captureStatus_out, id_out, graph_out, dependencies_out,
+				   edgeData_out, numDependencies_out, true,
+				   "cuStreamGetCaptureInfo_v3_ptsz");
+}
+
+/* ---- host functions ------------------------------------------------------------ */
+
+struct host_call {
+	CUstream handle; /* as the application passed it */
+	struct sim_ctx *ctx;
+	CUhostFn host_fn;
+	CUstreamCallback callback;
+	void *user_data;
+};
+
+static CUresult run_host_fn(void *arg)
+{
+	struct host_call *call = arg;
+
+	call->host_fn(call->user_data);
+	return CUDA_SUCCESS;
+}
+
+static CUresult run_callback(void *arg)
+{
+	struct host_call *call = arg;
+
+	/* Callbacks still run after a fault and are told about it. */
+	call->callback(call->handle, sim_ctx_sticky(call->ctx), call->user_data);
+	return CUDA_SUCCESS;
+}
+
+static CUresult host_call_submit(CUstream hStream, bool ptds, const char *fn,
+				 CUhostFn host_fn, CUstreamCallback callback, void *user_data)
+{
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, ptds, fn, &s);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	struct host_call *call = malloc(sizeof(*call));
+	if (!call)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	*call = (struct host_call){ hStream, s->ctx, host_fn, callback, user_data };
+	unsigned flags = SIM_WORK_HOST_FN | (callback ? SIM_WORK_ALWAYS : 0);
+	rc = sim_stream_enqueue(s, callback ? run_callback : run_host_fn, call, free, flags,
+				NULL, NULL);
+	if (rc != CUDA_SUCCESS)
+		free(call);
+	return rc;
+}
+
+SIM_EXPORT CUresult cuLaunchHostFunc(CUstream hStream, CUhostFn fn, void *userData)
+{
+	SIM_ENTER("cuLaunchHostFunc");
+	if (!fn)
+		return CUDA_ERROR_INVALID_VALUE;
+	return host_call_submit(hStream, false, "cuLaunchHostFunc", fn, NULL, userData);
+}
+
+SIM_EXPORT CUresult cuLaunchHostFunc_ptsz(CUstream hStream, CUhostFn fn, void *userData)
+{
+	SIM_ENTER("cuLaunchHostFunc_ptsz");
+	if (!fn)
+		return CUDA_ERROR_INVALID_VALUE;
+	return host_call_submit(hStream, true, "cuLaunchHostFunc_ptsz", fn, NULL, userData);
+}
+
+SIM_EXPORT CUresult cuStreamAddCallback(CUstream hStream, CUstreamCallback callback,
+					void *userData, unsigned int flags)
+{
+	SIM_ENTER("cuStreamAddCallback");
+	if (!callback || flags)
+		return CUDA_ERROR_INVALID_VALUE;
+	return host_call_submit(hStream, false, "cuStreamAddCallback", NULL, callback, userData);
+}
+
+SIM_EXPORT CUresult cuStreamAddCallback_ptsz(CUstream hStream, CUstreamCallback callback,
+					     void *userData, unsigned int flags)
+{
+	SIM_ENTER("cuStreamAddCallback_ptsz");
+	if (!callback || flags)
+		return CUDA_ERROR_INVALID_VALUE;
+	return host_call_submit(hStream, true, "cuStreamAddCallback_ptsz", NULL, callback, userData);
+}

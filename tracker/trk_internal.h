@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Internals shared by the tracker's source files:
+ *   tracker.c   state, record lists and indexes, contexts, streams, events,
+ *               unsupported objects, statistics, iteration, check
+ *   trk_code.c  modules, libraries, functions, kernels, globals, link states,
+ *               image copies, option filtering, kernel layouts
+ *   trk_mem.c   arena allocations, host memory, reservations, physical
+ *               handles, mappings, access
+ */
+#ifndef GS_TRK_INTERNAL_H
+#define GS_TRK_INTERNAL_H
+
+#include <pthread.h>
+
+#include "addrtree.h"
+#include "tracker.h"
+#include "u64tab.h"
+
+struct trk_kind {
+	struct gs_rec *head, *tail;  /* creation order */
+	size_t count;
+	uint64_t bytes;
+	size_t shim_count;
+	uint64_t shim_bytes;
+	struct gs_u64tab index;      /* app handle or address -> record */
+};
+
+#define TRK_MAX_TEARDOWN 8
+
+struct trk_state {
+	pthread_mutex_t lock;
+	uint64_t serial;
+	struct trk_kind kinds[GS_KIND_COUNT];
+	/* Unsupported records are keyed per kind of object: one address may
+	 * be both a managed allocation and exported over IPC. */
+	struct gs_u64tab unsup_index[GS_UNSUP_COUNT];
+	size_t unsup_count[GS_UNSUP_COUNT];
+	uint64_t unsup_bytes[GS_UNSUP_COUNT];
+	struct gs_addrtree alloc_tree, host_tree, resv_tree, map_tree;
+	struct gs_handlemap maps[GS_KIND_COUNT];
+	struct gs_devmap devmap;
+	struct gs_device_info dev[GS_MAX_DEVICES];
+	uint64_t primary[GS_MAX_DEVICES];   /* app handle of its primary ctx record */
+	uint64_t device_bytes[GS_MAX_DEVICES];
+	struct {
+		gs_trk_teardown_fn *fn;
+		void *arg;
+	} teardown[TRK_MAX_TEARDOWN];
+	unsigned nteardown;
+};
+
+extern struct trk_state gs_trk;
+
+/* Ensure init and take the lock. */
+void trk_lock(void);
+void trk_unlock(void);
+
+/* Whether kind has a handle map. */
+bool trk_has_handles(enum gs_kind kind);
+
+/* The record of a kind by app key, or NULL. Lock held. */
+struct gs_rec *trk_find(enum gs_kind kind, uint64_t app);
+
+/* Choose the app value for a new real handle (kinds with handle maps) and
+ * link the record: serial, list, index, accounting. For address kinds app ==
+ * real == the address. Returns 0, or -errno with nothing linked. Lock held. */
+int trk_link(struct gs_rec *r, enum gs_kind kind, uint64_t real, uint64_t bytes, bool shim);
+/* Link with a given app value (already chosen). */
+int trk_link_app(struct gs_rec *r, enum gs_kind kind, uint64_t app, uint64_t real,
+		 uint64_t bytes, bool shim);
+/* Unlink (list, index, handle map, accounting) and free the record with the
+ * kind's destructor. Lock held. */
+void trk_drop(struct gs_rec *r);
+/* Change the accounted bytes of a linked record. Lock held. */
+void trk_account(struct gs_rec *r, uint64_t bytes);
+/* Re-key a linked address record whose address changed. Lock held. */
+int trk_rekey(struct gs_rec *r, uint64_t new_app);
+
+/* Per-kind destructors (free what the record owns, then the record). */
+void trk_free_code_rec(struct gs_rec *r);  /* module, library, function, kernel,
+					    * global, link */
+void trk_free_mem_rec(struct gs_rec *r);   /* alloc, host, resv, phys, mapping */
+
+/* Cascades, lock held. */
+void trk_code_drop_ctx(uint64_t ctx);        /* modules, functions, globals of ctx */
+void trk_mem_drop_ctx(uint64_t ctx);         /* allocations and host memory of ctx */
+void trk_unsup_drop_key(enum gs_unsup_kind what, uint64_t key);
+void trk_unsup_drop_parent(uint64_t parent);
+/* Problems of code and memory records for gs_trk_check; lock held.
+ * Returns the count, and *stop when fn asked to stop. */
+int trk_code_check(gs_trk_problem_fn *fn, void *arg, bool *stop);
+int trk_mem_check(gs_trk_problem_fn *fn, void *arg, bool *stop);
+void trk_mem_clear(void);
+
+/* Small helpers. */
+char *trk_strdup(const char *s);
+int trk_read_file(const char *path, void **data, size_t *size);
+
+#endif
