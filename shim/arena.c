@@ -1,1029 +1,909 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The arena allocator core: address-space bookkeeping for one device window.
- * No driver calls except through gs_arena_ops (see arena.h).
+ * Device memory as the application sees it (DESIGN.md §5): cuMemAlloc,
+ * cuMemAllocPitch and cuMemFree served from the arena, and the pointer
+ * queries answered for arena memory exactly as the driver answers them for
+ * a cuMemAlloc pointer.
  *
- * The window is cut in granules (the chunk size). A *span* is a run of
- * granules backed by one physical allocation and mapped as one piece:
+ * Each application device gets one arena (arena_core.c) on its first
+ * cuMemAlloc, bound here to the real driver's VMM calls. A device without
+ * VMM, or GPUSWAP_ALLOC=passthrough, is served by the real cuMemAlloc and the
+ * allocation only recorded.
  *
- *   large  one allocation bigger than half a granule; the span is the
- *          allocation rounded up to whole granules (granule-aligned, as the
- *          driver aligns big allocations).
- *   slab   one granule cut into equal slots of a size class; small
- *          allocations are packed there.
- *   spare  an empty backed granule kept for the next slab or one-granule
- *          allocation (gs_arena_config.max_spare).
- *
- * A page map (one pointer per granule, in lazily-touched anonymous memory)
- * finds the span of any pointer in O(1); a sorted array of free granule
- * extents hands out address space first-fit, lowest address first, so the
- * used part of the window stays compact.
- *
- * Locking: one mutex per arena guards everything but the window bounds,
- * which never change after creation. Driver calls are made under it; they
- * happen only when a span is created or retired, never for a slab slot.
+ * The driver sees arena memory as VMM mappings of the shim's reservation, so
+ * it would describe it differently from a cuMemAlloc pointer (range = the
+ * whole window, no context, handle types of the chunk). The attributes that
+ * differ are answered here from the arena's records; those about the mapping
+ * itself (access flags, RDMA, sync memops, tokens) are still the driver's.
+ * Arena address space with no allocation in it is asked about as NOWHERE, so
+ * the application gets the driver's own "not a CUDA pointer" answers.
  */
+#define GS_LOG_SUBSYS "shim"
 #include "arena.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
-#define MAX_CLASSES 64
+#include "log.h"
+#include "track.h"
 
-enum span_kind {
-	SPAN_LARGE = 1,
-	SPAN_SLAB,
-	SPAN_SPARE,
+/* The kernel never maps the first 64 KiB and no driver places memory
+ * there: no allocation, host mapping or registration can contain it. */
+#define NOWHERE ((CUdeviceptr)0x1000)
+
+/* Rows of a pitched allocation start at this alignment, as cudaMallocPitch
+ * shows on current GPUs (and the simulator models). */
+#define PITCH_ALIGN 512u
+
+enum device_mode {
+	MODE_UNSET = 0,
+	MODE_ARENA,
+	MODE_PASSTHROUGH,
 };
 
-/* One allocation. size 0 marks a free slab slot (allocations are never 0). */
-struct slot {
-	uint64_t size;
-	CUcontext ctx;
-	uint64_t buffer_id;
+struct device {
+	_Atomic int mode;
+	_Atomic(struct gs_arena *) arena;
+	int app;                    /* application ordinal (the index) */
+	CUmemAllocationProp prop;   /* template of every chunk's cuMemCreate */
+	/* Peer grants received before the arena existed, by accessor. */
+	unsigned pending_grants[GS_MAX_DEVICES];
 };
 
-struct span {
-	struct span *prev, *next;    /* every span of the arena */
-	struct span *lprev, *lnext;  /* the class's partial slabs, or the spares */
-	uint64_t va;
-	uint64_t size;
-	uint64_t handle;             /* 0 while detached */
-	int device;
-	enum span_kind kind;
-	struct slot large;           /* SPAN_LARGE */
-	unsigned cls;                /* SPAN_SLAB: class index */
-	unsigned nslots, nused;
-	unsigned scan;               /* first bitmap word that may have a free slot */
-	uint64_t *used;              /* SPAN_SLAB: one bit per slot */
-	struct slot *slots;
-};
+static struct device devices[GS_MAX_DEVICES];
+/* 1 + the highest ordinal that has an arena: lookups scan only that far. */
+static _Atomic int devices_used;
+/* Device set-up and peer grants; both rare. */
+static pthread_mutex_t setup_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* A free run of granules. */
-struct extent {
-	uint64_t start;
-	uint64_t len;
-};
+static struct {
+	bool passthrough;
+	uint64_t base;
+} config;
+static pthread_once_t config_once = PTHREAD_ONCE_INIT;
 
-struct peer {
-	int device;
-	unsigned grants;
-};
+/* ---- handles and ordinals ----------------------------------------------------- */
 
-struct gs_arena {
-	pthread_mutex_t lock;
-	struct gs_arena_ops ops;
-	void *opaque;
-
-	uint64_t base, size;      /* the window; immutable */
-	uint64_t gran;
-	unsigned gran_shift;
-	uint64_t ngran;
-	int device;
-	bool attached;
-	unsigned max_spare;
-
-	struct span **pagemap;
-	size_t pagemap_bytes;
-
-	struct extent *ext;
-	size_t next, ext_cap;
-
-	struct span all;          /* list head of every span */
-	size_t nspans;            /* spares included */
-	struct span *partial[MAX_CLASSES];
-	struct span *spare;
-	unsigned nspare;
-
-	uint64_t class_size[MAX_CLASSES];
-	unsigned nclasses;
-
-	struct peer *peers;
-	unsigned npeers, peers_cap;
-	int *access;              /* the owner, then every peer with grants */
-	unsigned naccess;
-
-	uint64_t nallocs, bytes_requested, bytes_backed;
-};
-
-/* Process-wide, never reused, shared by every arena (CU_POINTER_ATTRIBUTE_BUFFER_ID). */
-static _Atomic uint64_t next_buffer_id = GS_ARENA_BUFFER_ID_BASE;
-
-static void report(struct gs_arena *a, const char *what, uint64_t va, CUresult rc)
+static CUcontext ctx_real(CUcontext app)
 {
-	if (a->ops.report)
-		a->ops.report(a->opaque, what, va, rc);
+	return (CUcontext)(uintptr_t)gs_hook_to_real(GS_KIND_CTX, (uintptr_t)app);
 }
 
-unsigned gs_arena_size_classes(uint64_t granularity, uint64_t *sizes, unsigned max)
+CUresult gs_mem_current(CUcontext *ctx, int *app_dev, int *real_dev)
 {
-	unsigned n = 0;
-
-	/* Powers of two and the midpoints between them: internal waste stays
-	 * under a third. Every class is a multiple of GS_ARENA_MIN_ALIGN, so
-	 * every slot of a granule-aligned slab is aligned to at least that
-	 * (768 would not be, hence the midpoints start at 1536). Classes stop
-	 * at half a granule: beyond it a slab holds a single slot and the
-	 * large path does the same with less bookkeeping. */
-	for (uint64_t p = GS_ARENA_MIN_ALIGN; p <= granularity / 2; p *= 2) {
-		if (n < max)
-			sizes[n] = p;
-		n++;
-		if (p >= 2 * GS_ARENA_MIN_ALIGN && p + p / 2 <= granularity / 2) {
-			if (n < max)
-				sizes[n] = p + p / 2;
-			n++;
-		}
-	}
-	return n < max ? n : max;
-}
-
-/* ---- free address space ------------------------------------------------- */
-
-/*
- * Free extents are the gaps between spans, so there are at most nspans + 1 of
- * them. Growing the array before a span is created (ext_make_room) means
- * returning address space (ext_give) never allocates and never fails: a free
- * cannot run out of memory.
- */
-static bool ext_make_room(struct gs_arena *a)
-{
-	size_t want = a->nspans + 2;
-
-	if (a->ext_cap >= want)
-		return true;
-	size_t cap = a->ext_cap ? a->ext_cap * 2 : 16;
-	while (cap < want)
-		cap *= 2;
-	struct extent *e = realloc(a->ext, cap * sizeof(*e));
-	if (!e)
-		return false;
-	a->ext = e;
-	a->ext_cap = cap;
-	return true;
-}
-
-static bool ext_take(struct gs_arena *a, uint64_t len, uint64_t *start)
-{
-	for (size_t i = 0; i < a->next; i++) {
-		struct extent *e = &a->ext[i];
-
-		if (e->len < len)
-			continue;
-		*start = e->start;
-		e->start += len;
-		e->len -= len;
-		if (e->len == 0) {
-			memmove(e, e + 1, (a->next - i - 1) * sizeof(*e));
-			a->next--;
-		}
-		return true;
-	}
-	return false;
-}
-
-static void ext_give(struct gs_arena *a, uint64_t start, uint64_t len)
-{
-	size_t lo = 0, hi = a->next;
-
-	/* First extent starting after `start`. */
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (a->ext[mid].start < start)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	bool join_prev = lo > 0 && a->ext[lo - 1].start + a->ext[lo - 1].len == start;
-	bool join_next = lo < a->next && start + len == a->ext[lo].start;
-
-	if (join_prev && join_next) {
-		a->ext[lo - 1].len += len + a->ext[lo].len;
-		memmove(&a->ext[lo], &a->ext[lo + 1], (a->next - lo - 1) * sizeof(*a->ext));
-		a->next--;
-	} else if (join_prev) {
-		a->ext[lo - 1].len += len;
-	} else if (join_next) {
-		a->ext[lo].start = start;
-		a->ext[lo].len += len;
-	} else {
-		memmove(&a->ext[lo + 1], &a->ext[lo], (a->next - lo) * sizeof(*a->ext));
-		a->ext[lo] = (struct extent){ .start = start, .len = len };
-		a->next++;
-	}
-}
-
-/* ---- lists ---------------------------------------------------------------- */
-
-static void list_push(struct span **head, struct span *s)
-{
-	s->lprev = NULL;
-	s->lnext = *head;
-	if (*head)
-		(*head)->lprev = s;
-	*head = s;
-}
-
-static void list_remove(struct span **head, struct span *s)
-{
-	if (s->lprev)
-		s->lprev->lnext = s->lnext;
-	else
-		*head = s->lnext;
-	if (s->lnext)
-		s->lnext->lprev = s->lprev;
-	s->lprev = s->lnext = NULL;
-}
-
-static void pagemap_set(struct gs_arena *a, struct span *s, struct span *value)
-{
-	uint64_t first = (s->va - a->base) >> a->gran_shift;
-	uint64_t n = s->size >> a->gran_shift;
-
-	for (uint64_t i = 0; i < n; i++)
-		a->pagemap[first + i] = value;
-}
-
-static struct span *pagemap_get(const struct gs_arena *a, uint64_t ptr)
-{
-	if (!gs_arena_in_window(a, ptr))
-		return NULL;
-	return a->pagemap[(ptr - a->base) >> a->gran_shift];
-}
-
-/* ---- spans ---------------------------------------------------------------- */
-
-/* Unmap and release the physical memory behind s (not the address space).
- * Errors are reported, not returned: the caller's operation (a free) has
- * already succeeded for the application. */
-static void span_unback(struct gs_arena *a, struct span *s)
-{
-	if (!s->handle)
-		return;
-	CUresult rc = a->ops.unmap(a->opaque, s->va, s->size);
-	if (rc != CUDA_SUCCESS)
-		report(a, "unmap", s->va, rc);
-	rc = a->ops.release(a->opaque, s->handle);
-	if (rc != CUDA_SUCCESS)
-		report(a, "release", s->va, rc);
-	s->handle = 0;
-	a->bytes_backed -= s->size;
-}
-
-/* Back s (va, size set) with new physical memory on a->device, mapped and
- * accessible to a->access. On failure nothing is left behind. */
-static CUresult span_back(struct gs_arena *a, struct span *s)
-{
-	uint64_t handle = 0;
-	CUresult rc, undo;
-
-	rc = a->ops.create(a->opaque, a->device, s->size, &handle);
-	if (rc != CUDA_SUCCESS)
-		return rc;
-	rc = a->ops.map(a->opaque, s->va, s->size, handle);
-	if (rc != CUDA_SUCCESS)
-		goto release;
-	rc = a->ops.set_access(a->opaque, s->va, s->size, a->access, a->naccess, true);
-	if (rc != CUDA_SUCCESS)
-		goto unmap;
-	s->handle = handle;
-	s->device = a->device;
-	a->bytes_backed += s->size;
-	return CUDA_SUCCESS;
-
-unmap:
-	undo = a->ops.unmap(a->opaque, s->va, s->size);
-	if (undo != CUDA_SUCCESS)
-		report(a, "unmap", s->va, undo);
-release:
-	undo = a->ops.release(a->opaque, handle);
-	if (undo != CUDA_SUCCESS)
-		report(a, "release", s->va, undo);
-	return rc;
-}
-
-/* Free the span's address space and record. */
-static void span_destroy(struct gs_arena *a, struct span *s)
-{
-	span_unback(a, s);
-	pagemap_set(a, s, NULL);
-	ext_give(a, (s->va - a->base) >> a->gran_shift, s->size >> a->gran_shift);
-	s->prev->next = s->next;
-	s->next->prev = s->prev;
-	a->nspans--;
-	free(s->used);
-	free(s->slots);
-	free(s);
-}
-
-static void spare_drop_all(struct gs_arena *a)
-{
-	while (a->spare) {
-		struct span *s = a->spare;
-		list_remove(&a->spare, s);
-		a->nspare--;
-		span_destroy(a, s);
-	}
-}
-
-/* An empty span: keep it as a spare if there is room, else give it back. */
-static void span_retire(struct gs_arena *a, struct span *s)
-{
-	free(s->used);
-	free(s->slots);
-	s->used = NULL;
-	s->slots = NULL;
-	if (s->size == a->gran && a->nspare < a->max_spare && s->handle) {
-		s->kind = SPAN_SPARE;
-		list_push(&a->spare, s);
-		a->nspare++;
-		return;
-	}
-	span_destroy(a, s);
-}
-
-/* A backed span of `ngran` granules, a spare when one fits. */
-static CUresult span_new(struct gs_arena *a, uint64_t ngran, enum span_kind kind,
-			 struct span **out)
-{
-	if (ngran == 1 && a->spare) {
-		struct span *s = a->spare;
-		list_remove(&a->spare, s);
-		a->nspare--;
-		s->kind = kind;
-		*out = s;
-		return CUDA_SUCCESS;
-	}
-	if (!ext_make_room(a))
-		return CUDA_ERROR_OUT_OF_MEMORY;
-	struct span *s = calloc(1, sizeof(*s));
-	if (!s)
-		return CUDA_ERROR_OUT_OF_MEMORY;
-
-	uint64_t start;
-	if (!ext_take(a, ngran, &start)) {
-		/* Spares may be all that stands between two free runs. */
-		if (!a->spare)
-			goto oom;
-		spare_drop_all(a);
-		if (!ext_take(a, ngran, &start))
-			goto oom;
-	}
-	s->va = a->base + (start << a->gran_shift);
-	s->size = ngran << a->gran_shift;
-	s->kind = kind;
-
-	CUresult rc = span_back(a, s);
-	if (rc == CUDA_ERROR_OUT_OF_MEMORY && a->spare) {
-		/* The spares' physical memory may be exactly what is missing. */
-		spare_drop_all(a);
-		rc = span_back(a, s);
-	}
-	if (rc != CUDA_SUCCESS) {
-		ext_give(a, start, ngran);
-		free(s);
-		return rc;
-	}
-	s->prev = a->all.prev;
-	s->next = &a->all;
-	a->all.prev->next = s;
-	a->all.prev = s;
-	a->nspans++;
-	pagemap_set(a, s, s);
-	*out = s;
-	return CUDA_SUCCESS;
-
-oom:
-	free(s);
-	return CUDA_ERROR_OUT_OF_MEMORY;
-}
-
-/* ---- slabs ----------------------------------------------------------------- */
-
-static unsigned class_of(const struct gs_arena *a, uint64_t size)
-{
-	for (unsigned i = 0; i < a->nclasses; i++)
-		if (size <= a->class_size[i])
-			return i;
-	return a->nclasses;
-}
-
-static CUresult slab_new(struct gs_arena *a, unsigned cls, struct span **out)
-{
-	unsigned nslots = (unsigned)(a->gran / a->class_size[cls]);
-	unsigned nwords = (nslots + 63) / 64;
-	/* The records first: failing here costs no driver call. */
-	uint64_t *used = calloc(nwords, sizeof(*used));
-	struct slot *slots = calloc(nslots, sizeof(*slots));
-	struct span *s;
+	CUcontext real = NULL;
+	CUdevice dev;
 	CUresult rc;
 
-	if (!used || !slots) {
-		rc = CUDA_ERROR_OUT_OF_MEMORY;
-		goto fail;
-	}
-	rc = span_new(a, 1, SPAN_SLAB, &s);
+	/* The driver's own error when it has one (not initialised, ...). */
+	rc = GS_MEM_REAL(cuCtxGetCurrent, &real);
 	if (rc != CUDA_SUCCESS)
-		goto fail;
-	s->cls = cls;
-	s->nslots = nslots;
-	s->nused = 0;
-	s->scan = 0;
-	s->used = used;
-	s->slots = slots;
-	list_push(&a->partial[cls], s);
-	*out = s;
+		return rc;
+	if (!real)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	rc = GS_MEM_REAL(cuCtxGetDevice, &dev);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	*ctx = (CUcontext)(uintptr_t)gs_hook_to_app(GS_KIND_CTX, (uintptr_t)real);
+	/* Records a context the tracker has not seen yet (cudart's primary
+	 * context), which the allocation record is about to name. */
+	*app_dev = gs_hook_ctx_device(*ctx);
+	if (*app_dev < 0)
+		*app_dev = gs_devmap_to_app(gs_trk_devmap(), dev);
+	if (*app_dev < 0)
+		*app_dev = dev;
+	*real_dev = dev;
 	return CUDA_SUCCESS;
-
-fail:
-	free(used);
-	free(slots);
-	return rc;
 }
 
-static unsigned slab_take_slot(struct span *s)
+static void trk_warn(int rc, const char *what, uint64_t addr)
 {
-	unsigned nwords = (s->nslots + 63) / 64;
-
-	for (unsigned w = s->scan; w < nwords; w++) {
-		if (s->used[w] == UINT64_MAX)
-			continue;
-		unsigned bit = (unsigned)__builtin_ctzll(~s->used[w]);
-		unsigned idx = w * 64 + bit;
-		if (idx >= s->nslots)
-			break;
-		s->used[w] |= UINT64_C(1) << bit;
-		s->scan = w;
-		return idx;
-	}
-	/* Only reached with a corrupt nused: callers take slots from partial
-	 * slabs only. */
-	abort();
+	if (rc < 0)
+		gs_log_at(GS_LOG_WARN, -rc, "tracker: recording %s %#llx failed", what,
+			  (unsigned long long)addr);
 }
 
-static void alloc_record(struct gs_arena *a, struct slot *slot, uint64_t size, CUcontext ctx)
+/* ---- the arena's driver ------------------------------------------------------- */
+
+static CUresult op_reserve(void *opaque, uint64_t hint, uint64_t size, uint64_t *va)
 {
-	slot->size = size;
-	slot->ctx = ctx;
-	slot->buffer_id = atomic_fetch_add_explicit(&next_buffer_id, 1, memory_order_relaxed);
-	a->nallocs++;
-	a->bytes_requested += size;
-}
+	CUdeviceptr p = 0;
+	CUresult rc = GS_MEM_REAL(cuMemAddressReserve, &p, size, 0, hint, 0);
 
-static void alloc_unrecord(struct gs_arena *a, struct slot *slot)
-{
-	a->nallocs--;
-	a->bytes_requested -= slot->size;
-	memset(slot, 0, sizeof(*slot));
-}
-
-static void slab_free_slot(struct gs_arena *a, struct span *s, unsigned idx)
-{
-	alloc_unrecord(a, &s->slots[idx]);
-	s->used[idx / 64] &= ~(UINT64_C(1) << (idx % 64));
-	if (idx / 64 < s->scan)
-		s->scan = idx / 64;
-	if (s->nused-- == s->nslots)
-		list_push(&a->partial[s->cls], s);
-	if (s->nused == 0) {
-		list_remove(&a->partial[s->cls], s);
-		span_retire(a, s);
-	}
-}
-
-static void large_free(struct gs_arena *a, struct span *s)
-{
-	alloc_unrecord(a, &s->large);
-	span_retire(a, s);
-}
-
-/* ---- public ---------------------------------------------------------------- */
-
-static void rebuild_access(struct gs_arena *a)
-{
-	unsigned n = 0;
-
-	a->access[n++] = a->device;
-	for (unsigned i = 0; i < a->npeers; i++)
-		if (a->peers[i].grants && a->peers[i].device != a->device)
-			a->access[n++] = a->peers[i].device;
-	a->naccess = n;
-}
-
-CUresult gs_arena_create(const struct gs_arena_config *cfg, struct gs_arena **out)
-{
-	const struct gs_arena_ops *ops = cfg->ops;
-
-	if (!ops || !ops->reserve || !ops->unreserve || !ops->create || !ops->release ||
-	    !ops->map || !ops->unmap || !ops->set_access)
-		return CUDA_ERROR_INVALID_VALUE;
-	if (cfg->granularity < 2 * GS_ARENA_MIN_ALIGN ||
-	    (cfg->granularity & (cfg->granularity - 1)) ||
-	    cfg->size == 0 || cfg->size % cfg->granularity || cfg->base % cfg->granularity ||
-	    cfg->base > UINT64_MAX - cfg->size)
-		return CUDA_ERROR_INVALID_VALUE;
-
-	struct gs_arena *a = calloc(1, sizeof(*a));
-	if (!a)
-		return CUDA_ERROR_OUT_OF_MEMORY;
-	a->ops = *ops;
-	a->opaque = cfg->opaque;
-	a->gran = cfg->granularity;
-	a->gran_shift = (unsigned)__builtin_ctzll(cfg->granularity);
-	a->size = cfg->size;
-	a->ngran = cfg->size >> a->gran_shift;
-	a->device = cfg->device;
-	a->max_spare = cfg->max_spare;
-	a->all.prev = a->all.next = &a->all;
-	a->nclasses = gs_arena_size_classes(a->gran, a->class_size, MAX_CLASSES);
-	pthread_mutex_init(&a->lock, NULL);
-
-	CUresult rc = CUDA_ERROR_OUT_OF_MEMORY;
-	a->access = malloc(sizeof(*a->access));
-	if (!a->access || !ext_make_room(a))
-		goto fail;
-	a->access[0] = a->device;
-	a->naccess = 1;
-
-	/* One pointer per granule; pages are only touched where spans live. */
-	a->pagemap_bytes = a->ngran * sizeof(*a->pagemap);
-	a->pagemap = mmap(NULL, a->pagemap_bytes, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (a->pagemap == MAP_FAILED) {
-		a->pagemap = NULL;
-		goto fail;
-	}
-
-	uint64_t va = 0;
-	rc = ops->reserve(cfg->opaque, cfg->base, cfg->size, &va);
+	(void)opaque;
 	if (rc != CUDA_SUCCESS)
-		goto fail;
-	if (va % a->gran || (cfg->exact_base && va != cfg->base)) {
-		rc = ops->unreserve(cfg->opaque, va, cfg->size);
-		if (rc != CUDA_SUCCESS)
-			report(a, "unreserve", va, rc);
-		rc = CUDA_ERROR_ALREADY_MAPPED;
-		goto fail;
-	}
-	a->base = va;
-	a->ext[0] = (struct extent){ .start = 0, .len = a->ngran };
-	a->next = 1;
-	a->attached = true;
-	*out = a;
+		return rc;
+	*va = p;
+	trk_warn(gs_trk_reserve_add(p, size, 0, hint, 0, GS_OWNER_SHIM), "arena window", p);
 	return CUDA_SUCCESS;
-
-fail:
-	if (a->pagemap)
-		munmap(a->pagemap, a->pagemap_bytes);
-	free(a->access);
-	free(a->ext);
-	pthread_mutex_destroy(&a->lock);
-	free(a);
-	return rc;
 }
 
-void gs_arena_destroy(struct gs_arena *a)
+static CUresult op_unreserve(void *opaque, uint64_t va, uint64_t size)
 {
-	if (!a)
-		return;
-	pthread_mutex_lock(&a->lock);
-	while (a->all.next != &a->all)
-		span_destroy(a, a->all.next);
-	if (a->attached) {
-		CUresult rc = a->ops.unreserve(a->opaque, a->base, a->size);
-		if (rc != CUDA_SUCCESS)
-			report(a, "unreserve", a->base, rc);
-	}
-	pthread_mutex_unlock(&a->lock);
-	pthread_mutex_destroy(&a->lock);
-	munmap(a->pagemap, a->pagemap_bytes);
-	free(a->ext);
-	free(a->peers);
-	free(a->access);
-	free(a);
-}
+	CUresult rc = GS_MEM_REAL(cuMemAddressFree, va, size);
 
-void gs_arena_window(const struct gs_arena *a, uint64_t *base, uint64_t *size)
-{
-	*base = a->base;
-	*size = a->size;
-}
-
-bool gs_arena_in_window(const struct gs_arena *a, uint64_t ptr)
-{
-	return ptr >= a->base && ptr - a->base < a->size;
-}
-
-CUresult gs_arena_alloc(struct gs_arena *a, uint64_t size, CUcontext ctx, uint64_t *va)
-{
-	struct span *s;
-	CUresult rc;
-
-	if (size == 0)
-		return CUDA_ERROR_INVALID_VALUE;
-	/* Larger than the window can never fit; also keeps the round-up
-	 * below from overflowing. */
-	if (size > a->size)
-		return CUDA_ERROR_OUT_OF_MEMORY;
-
-	pthread_mutex_lock(&a->lock);
-	if (!a->attached) {
-		/* Between a detach and an attach the gate keeps the
-		 * application out; only a bug gets here. */
-		rc = CUDA_ERROR_NOT_PERMITTED;
-		goto out;
-	}
-	unsigned cls = class_of(a, size);
-	if (cls < a->nclasses) {
-		s = a->partial[cls];
-		if (!s) {
-			rc = slab_new(a, cls, &s);
-			if (rc != CUDA_SUCCESS)
-				goto out;
-		}
-		unsigned idx = slab_take_slot(s);
-		if (++s->nused == s->nslots)
-			list_remove(&a->partial[cls], s);
-		alloc_record(a, &s->slots[idx], size, ctx);
-		*va = s->va + (uint64_t)idx * a->class_size[cls];
-		rc = CUDA_SUCCESS;
-		goto out;
-	}
-
-	uint64_t ngran = (size + a->gran - 1) >> a->gran_shift;
-	rc = span_new(a, ngran, SPAN_LARGE, &s);
-	if (rc != CUDA_SUCCESS)
-		goto out;
-	alloc_record(a, &s->large, size, ctx);
-	*va = s->va;
-out:
-	pthread_mutex_unlock(&a->lock);
-	return rc;
-}
-
-CUresult gs_arena_free(struct gs_arena *a, uint64_t va)
-{
-	CUresult rc = CUDA_ERROR_INVALID_VALUE;
-
-	pthread_mutex_lock(&a->lock);
-	struct span *s = pagemap_get(a, va);
-	if (!s)
-		goto out;
-	if (s->kind == SPAN_LARGE) {
-		if (va == s->va) {
-			large_free(a, s);
-			rc = CUDA_SUCCESS;
-		}
-	} else if (s->kind == SPAN_SLAB) {
-		uint64_t off = va - s->va;
-		uint64_t csize = a->class_size[s->cls];
-		uint64_t idx = off / csize;
-		if (off % csize == 0 && idx < s->nslots && s->slots[idx].size) {
-			slab_free_slot(a, s, (unsigned)idx);
-			rc = CUDA_SUCCESS;
-		}
-	}
-out:
-	pthread_mutex_unlock(&a->lock);
-	return rc;
-}
-
-static void fill_allocation(const struct span *s, uint64_t va, const struct slot *slot,
-			    struct gs_arena_allocation *out)
-{
-	out->va = va;
-	out->size = slot->size;
-	out->ctx = slot->ctx;
-	out->buffer_id = slot->buffer_id;
-	out->chunk_va = s->va;
-	out->chunk_size = s->size;
-}
-
-/* The allocation of s containing ptr, with its start in *va. */
-static const struct slot *span_find(const struct gs_arena *a, const struct span *s,
-				    uint64_t ptr, uint64_t *va)
-{
-	if (s->kind == SPAN_LARGE) {
-		*va = s->va;
-		return ptr - s->va < s->large.size ? &s->large : NULL;
-	}
-	if (s->kind != SPAN_SLAB)
-		return NULL;
-	uint64_t csize = a->class_size[s->cls];
-	uint64_t idx = (ptr - s->va) / csize;
-	if (idx >= s->nslots)
-		return NULL;
-	const struct slot *slot = &s->slots[idx];
-	*va = s->va + idx * csize;
-	/* Past the requested size is slot padding: no allocation there, as
-	 * cuMemGetAddressRange reports only the size asked for. */
-	return slot->size && ptr - *va < slot->size ? slot : NULL;
-}
-
-bool gs_arena_lookup(struct gs_arena *a, uint64_t ptr, struct gs_arena_allocation *out)
-{
-	bool found = false;
-
-	if (!gs_arena_in_window(a, ptr))
-		return false;
-	pthread_mutex_lock(&a->lock);
-	struct span *s = pagemap_get(a, ptr);
-	uint64_t va;
-	const struct slot *slot = s ? span_find(a, s, ptr, &va) : NULL;
-	if (slot) {
-		fill_allocation(s, va, slot, out);
-		found = true;
-	}
-	pthread_mutex_unlock(&a->lock);
-	return found;
-}
-
-size_t gs_arena_free_ctx(struct gs_arena *a, CUcontext ctx)
-{
-	size_t n = 0;
-
-	pthread_mutex_lock(&a->lock);
-	struct span *s = a->all.next;
-	while (s != &a->all) {
-		/* Freeing may retire s: step first. */
-		struct span *next = s->next;
-
-		if (s->kind == SPAN_LARGE && s->large.ctx == ctx) {
-			large_free(a, s);
-			n++;
-		} else if (s->kind == SPAN_SLAB) {
-			/* The last slot freed retires the slab: stop then. */
-			unsigned left = s->nused;
-			for (unsigned i = 0; left && i < s->nslots; i++) {
-				if (!s->slots[i].size)
-					continue;
-				left--;
-				if (s->slots[i].ctx == ctx) {
-					slab_free_slot(a, s, i);
-					n++;
-				}
-			}
-		}
-		s = next;
-	}
-	pthread_mutex_unlock(&a->lock);
-	return n;
-}
-
-void gs_arena_trim(struct gs_arena *a)
-{
-	pthread_mutex_lock(&a->lock);
-	spare_drop_all(a);
-	pthread_mutex_unlock(&a->lock);
-}
-
-/* Set `device`'s access on every backed span. On failure, spans already
- * changed are set back to `!readwrite`. */
-static CUresult access_apply(struct gs_arena *a, int device, bool readwrite)
-{
-	struct span *s;
-	CUresult rc = CUDA_SUCCESS;
-
-	if (!a->attached)
-		return CUDA_SUCCESS;
-	for (s = a->all.next; s != &a->all; s = s->next) {
-		rc = a->ops.set_access(a->opaque, s->va, s->size, &device, 1, readwrite);
-		if (rc != CUDA_SUCCESS)
-			break;
-	}
+	(void)opaque;
 	if (rc == CUDA_SUCCESS)
-		return rc;
-	for (struct span *t = a->all.next; t != s; t = t->next) {
-		CUresult undo = a->ops.set_access(a->opaque, t->va, t->size, &device, 1, !readwrite);
-		if (undo != CUDA_SUCCESS)
-			report(a, "set_access", t->va, undo);
-	}
+		trk_warn(gs_trk_reserve_free(va, size), "freed arena window", va);
 	return rc;
 }
 
-CUresult gs_arena_peer_access(struct gs_arena *a, int device, bool readwrite)
+static CUresult op_create(void *opaque, int device, uint64_t size, uint64_t *handle)
 {
-	CUresult rc = CUDA_SUCCESS;
-	struct peer *p = NULL;
+	struct device *d = opaque;
+	CUmemAllocationProp prop = d->prop;
+	CUmemGenericAllocationHandle h = 0, app;
+	CUresult rc;
 
-	pthread_mutex_lock(&a->lock);
-	if (device == a->device)
-		goto out;
-	for (unsigned i = 0; i < a->npeers; i++)
-		if (a->peers[i].device == device)
-			p = &a->peers[i];
-	if (!readwrite) {
-		if (!p || !p->grants) {
-			rc = CUDA_ERROR_INVALID_VALUE;
-			goto out;
-		}
-		if (--p->grants == 0) {
-			rebuild_access(a);
-			rc = access_apply(a, device, false);
-			if (rc != CUDA_SUCCESS) {
-				/* Access could not be taken back; keep
-				 * granting it to new chunks too. */
-				p->grants = 1;
-				rebuild_access(a);
-			}
-		}
-		goto out;
-	}
-	if (!p) {
-		if (a->npeers == a->peers_cap) {
-			unsigned cap = a->peers_cap ? a->peers_cap * 2 : 4;
-			struct peer *np = realloc(a->peers, cap * sizeof(*np));
-			int *acc = np ? realloc(a->access, (cap + 1) * sizeof(*acc)) : NULL;
-			if (np)
-				a->peers = np;
-			if (!acc) {
-				rc = CUDA_ERROR_OUT_OF_MEMORY;
-				goto out;
-			}
-			a->access = acc;
-			a->peers_cap = cap;
-		}
-		p = &a->peers[a->npeers++];
-		*p = (struct peer){ .device = device };
-	}
-	if (p->grants == 0) {
-		rc = access_apply(a, device, true);
-		if (rc != CUDA_SUCCESS)
-			goto out;
-	}
-	p->grants++;
-	rebuild_access(a);
-out:
-	pthread_mutex_unlock(&a->lock);
-	return rc;
-}
-
-int gs_arena_foreach_chunk(struct gs_arena *a,
-			   int (*fn)(const struct gs_arena_chunk *c, void *arg), void *arg)
-{
-	int ret = 0;
-
-	pthread_mutex_lock(&a->lock);
-	for (struct span *s = a->all.next; s != &a->all && !ret; s = s->next) {
-		if (s->kind == SPAN_SPARE)
-			continue;
-		struct gs_arena_chunk c = {
-			.va = s->va, .size = s->size, .handle = s->handle, .device = s->device,
-		};
-		ret = fn(&c, arg);
-	}
-	pthread_mutex_unlock(&a->lock);
-	return ret;
-}
-
-int gs_arena_foreach_allocation(struct gs_arena *a,
-				int (*fn)(const struct gs_arena_allocation *al, void *arg),
-				void *arg)
-{
-	struct gs_arena_allocation al;
-	int ret = 0;
-
-	pthread_mutex_lock(&a->lock);
-	for (struct span *s = a->all.next; s != &a->all && !ret; s = s->next) {
-		if (s->kind == SPAN_LARGE) {
-			fill_allocation(s, s->va, &s->large, &al);
-			ret = fn(&al, arg);
-		} else if (s->kind == SPAN_SLAB) {
-			uint64_t csize = a->class_size[s->cls];
-			for (unsigned i = 0; i < s->nslots && !ret; i++) {
-				if (!s->slots[i].size)
-					continue;
-				fill_allocation(s, s->va + i * csize, &s->slots[i], &al);
-				ret = fn(&al, arg);
-			}
-		}
-	}
-	pthread_mutex_unlock(&a->lock);
-	return ret;
-}
-
-void gs_arena_stats(struct gs_arena *a, struct gs_arena_stats *out)
-{
-	pthread_mutex_lock(&a->lock);
-	out->allocations = a->nallocs;
-	out->bytes_requested = a->bytes_requested;
-	out->chunks = a->nspans - a->nspare;
-	out->bytes_backed = a->bytes_backed;
-	out->spare_chunks = a->nspare;
-	out->window_free = 0;
-	for (size_t i = 0; i < a->next; i++)
-		out->window_free += a->ext[i].len << a->gran_shift;
-	out->attached = a->attached;
-	pthread_mutex_unlock(&a->lock);
-}
-
-CUresult gs_arena_detach(struct gs_arena *a)
-{
-	CUresult first = CUDA_SUCCESS;
-
-	pthread_mutex_lock(&a->lock);
-	if (!a->attached)
-		goto out;
-	spare_drop_all(a);
-	for (struct span *s = a->all.next; s != &a->all; s = s->next) {
-		CUresult rc = a->ops.unmap(a->opaque, s->va, s->size);
-		if (rc == CUDA_SUCCESS)
-			rc = a->ops.release(a->opaque, s->handle);
-		if (rc != CUDA_SUCCESS) {
-			report(a, "detach", s->va, rc);
-			if (first == CUDA_SUCCESS)
-				first = rc;
-		}
-		s->handle = 0;
-		a->bytes_backed -= s->size;
-	}
-	CUresult rc = a->ops.unreserve(a->opaque, a->base, a->size);
-	if (rc != CUDA_SUCCESS) {
-		report(a, "unreserve", a->base, rc);
-		if (first == CUDA_SUCCESS)
-			first = rc;
-	}
-	/* Detached even after an error: the records are what a later attach
-	 * needs, and the driver objects are gone or unusable either way. */
-	a->attached = false;
-out:
-	pthread_mutex_unlock(&a->lock);
-	return first;
-}
-
-CUresult gs_arena_attach(struct gs_arena *a, int device, const int *peers, unsigned npeers)
-{
-	CUresult rc = CUDA_SUCCESS;
-	struct span *s;
-	int old_device;
-
-	pthread_mutex_lock(&a->lock);
-	if (a->attached) {
-		rc = CUDA_ERROR_INVALID_VALUE;
-		goto out;
-	}
-	/* New peer list first (memory only), so failing later is cheap to undo. */
-	struct peer *np = npeers ? calloc(npeers, sizeof(*np)) : NULL;
-	int *acc = calloc(npeers + 1, sizeof(*acc));
-	if ((npeers && !np) || !acc) {
-		free(np);
-		free(acc);
-		rc = CUDA_ERROR_OUT_OF_MEMORY;
-		goto out;
-	}
-	struct peer *old_peers = a->peers;
-	int *old_access = a->access;
-	unsigned old_npeers = a->npeers, old_cap = a->peers_cap, old_naccess = a->naccess;
-	old_device = a->device;
-	a->device = device;
-	a->peers = np;
-	a->npeers = a->peers_cap = npeers;
-	for (unsigned i = 0; i < npeers; i++)
-		np[i] = (struct peer){ .device = peers[i], .grants = 1 };
-	a->access = acc;
-	rebuild_access(a);
-
-	uint64_t va = 0;
-	rc = a->ops.reserve(a->opaque, a->base, a->size, &va);
-	if (rc == CUDA_SUCCESS && va != a->base) {
-		rc = a->ops.unreserve(a->opaque, va, a->size);
-		if (rc != CUDA_SUCCESS)
-			report(a, "unreserve", va, rc);
-		rc = CUDA_ERROR_ALREADY_MAPPED;
-	}
+	prop.location.id = device;
+	rc = GS_MEM_REAL(cuMemCreate, &h, size, &prop, 0);
 	if (rc != CUDA_SUCCESS)
-		goto undo_peers;
-	for (s = a->all.next; s != &a->all; s = s->next) {
-		rc = span_back(a, s);
+		return rc;
+	app = h;
+	trk_warn(gs_trk_phys_created(h, size, &prop, 0, GS_OWNER_SHIM, false, &app),
+		 "arena chunk", h);
+	*handle = app;
+	return CUDA_SUCCESS;
+}
+
+static CUresult op_release(void *opaque, uint64_t handle)
+{
+	CUresult rc = GS_MEM_REAL(cuMemRelease, gs_hook_to_real(GS_KIND_PHYS, handle));
+
+	(void)opaque;
+	if (rc == CUDA_SUCCESS)
+		trk_warn(gs_trk_phys_released(handle), "released arena chunk", handle);
+	return rc;
+}
+
+static CUresult op_map(void *opaque, uint64_t va, uint64_t size, uint64_t handle)
+{
+	CUresult rc = GS_MEM_REAL(cuMemMap, va, size, 0, gs_hook_to_real(GS_KIND_PHYS, handle), 0);
+
+	(void)opaque;
+	if (rc == CUDA_SUCCESS)
+		trk_warn(gs_trk_map_add(va, size, 0, handle, 0, GS_OWNER_SHIM), "arena mapping", va);
+	return rc;
+}
+
+static CUresult op_unmap(void *opaque, uint64_t va, uint64_t size)
+{
+	CUresult rc = GS_MEM_REAL(cuMemUnmap, va, size);
+
+	(void)opaque;
+	if (rc == CUDA_SUCCESS)
+		trk_warn(gs_trk_unmap(va, size), "arena unmapping", va);
+	return rc;
+}
+
+static CUresult op_set_access(void *opaque, uint64_t va, uint64_t size, const int *devs,
+			      unsigned ndevs, bool readwrite)
+{
+	CUmemAccessDesc desc[GS_MAX_DEVICES];
+	CUresult rc;
+
+	(void)opaque;
+	if (ndevs > GS_MAX_DEVICES)
+		return CUDA_ERROR_INVALID_VALUE;
+	for (unsigned i = 0; i < ndevs; i++) {
+		desc[i] = (CUmemAccessDesc){
+			.location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = devs[i] },
+			.flags = readwrite ? CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+					   : CU_MEM_ACCESS_FLAGS_PROT_NONE,
+		};
+	}
+	rc = GS_MEM_REAL(cuMemSetAccess, va, size, desc, ndevs);
+	if (rc == CUDA_SUCCESS)
+		trk_warn(gs_trk_set_access(va, size, desc, ndevs), "arena access", va);
+	return rc;
+}
+
+static void op_report(void *opaque, const char *what, uint64_t va, CUresult rc)
+{
+	struct device *d = opaque;
+
+	gs_warn("arena of device %d: %s at %#llx failed with %d; the driver may keep that "
+		"memory until the process exits", d->app, what, (unsigned long long)va, (int)rc);
+}
+
+static const struct gs_arena_ops arena_ops = {
+	.reserve = op_reserve,
+	.unreserve = op_unreserve,
+	.create = op_create,
+	.release = op_release,
+	.map = op_map,
+	.unmap = op_unmap,
+	.set_access = op_set_access,
+	.report = op_report,
+};
+
+/* ---- set-up ------------------------------------------------------------------- */
+
+static void config_read(void)
+{
+	const char *alloc = getenv("GPUSWAP_ALLOC");
+	const char *base = getenv("GPUSWAP_ARENA_BASE");
+
+	config.base = GS_ARENA_DEFAULT_BASE;
+	if (alloc && strcmp(alloc, "passthrough") == 0)
+		config.passthrough = true;
+	else if (alloc && *alloc && strcmp(alloc, "vmm") != 0)
+		gs_warn("GPUSWAP_ALLOC=%s: expected vmm or passthrough; using vmm", alloc);
+	if (base && *base) {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(base, &end, 0);
+		/* 2 MiB: the granularity of every current GPU; the device's
+		 * own is checked when its arena is made. */
+		if (errno || *end || v == 0 || v % (UINT64_C(2) << 20))
+			gs_warn("GPUSWAP_ARENA_BASE=%s is not a 2 MiB-aligned address; using %#llx",
+				base, (unsigned long long)config.base);
+		else
+			config.base = v;
+	}
+}
+
+static int query_attr(CUdevice_attribute attr, int dev)
+{
+	int v = 0;
+
+	if (GS_MEM_REAL(cuDeviceGetAttribute, &v, attr, dev) != CUDA_SUCCESS)
+		return 0;
+	return v;
+}
+
+/* With setup_lock held. */
+static enum device_mode device_setup(struct device *d, int app, int real)
+{
+	struct gs_arena *a;
+	uint64_t gran, base, window, window_size;
+	size_t g = 0;
+	CUresult rc;
+
+	d->app = app;
+	if (config.passthrough) {
+		gs_info("device %d: GPUSWAP_ALLOC=passthrough: cuMemAlloc goes to the driver", app);
+		return MODE_PASSTHROUGH;
+	}
+	if (!query_attr(CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, real)) {
+		gs_warn("device %d has no virtual memory management: cuMemAlloc goes to the "
+			"driver, and a restore must find the same addresses free", app);
+		return MODE_PASSTHROUGH;
+	}
+	d->prop = (CUmemAllocationProp){
+		.type = CU_MEM_ALLOCATION_TYPE_PINNED,
+		.requestedHandleTypes = CU_MEM_HANDLE_TYPE_NONE,
+		.location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = real },
+	};
+	/* cuMemAlloc memory can be used for GPUDirect RDMA; VMM memory only
+	 * when created so. */
+	if (query_attr(CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WITH_CUDA_VMM_SUPPORTED, real))
+		d->prop.allocFlags.gpuDirectRDMACapable = 1;
+	rc = GS_MEM_REAL(cuMemGetAllocationGranularity, &g, &d->prop,
+			 CU_MEM_ALLOC_GRANULARITY_MINIMUM);
+	gran = g;
+	if (rc != CUDA_SUCCESS || gran == 0) {
+		gs_warn("device %d: cuMemGetAllocationGranularity failed (%d): cuMemAlloc goes "
+			"to the driver", app, (int)rc);
+		return MODE_PASSTHROUGH;
+	}
+
+	base = config.base + (uint64_t)app * GS_ARENA_WINDOW_STRIDE;
+	struct gs_arena_config cfg = {
+		.ops = &arena_ops,
+		.opaque = d,
+		.base = base,
+		.size = GS_ARENA_WINDOW_STRIDE,
+		.granularity = gran,
+		.device = real,
+		.max_spare = 1,
+		/* Placed elsewhere (something else holds the range, or a
+		 * sanitizer's memory layout), the window still serves the
+		 * process; only a later restore may find it taken. */
+		.exact_base = false,
+	};
+	rc = gs_arena_create(&cfg, &a);
+	if (rc != CUDA_SUCCESS) {
+		gs_warn("device %d: cannot reserve the arena window at %#llx (%d): cuMemAlloc "
+			"goes to the driver", app, (unsigned long long)base, (int)rc);
+		return MODE_PASSTHROUGH;
+	}
+	gs_arena_window(a, &window, &window_size);
+	if (window != base)
+		gs_warn("device %d: the driver placed the arena window at %#llx, not at %#llx; "
+			"a restore may not get it back (set GPUSWAP_ARENA_BASE to a free range)",
+			app, (unsigned long long)window, (unsigned long long)base);
+	else
+		gs_info("device %d: arena window %#llx, %llu MiB chunks", app,
+			(unsigned long long)window, (unsigned long long)(cfg.granularity >> 20));
+	for (int acc = 0; acc < GS_MAX_DEVICES; acc++) {
+		for (; d->pending_grants[acc]; d->pending_grants[acc]--) {
+			rc = gs_arena_peer_access(a, gs_devmap_to_real(gs_trk_devmap(), acc),
+						  true);
+			if (rc != CUDA_SUCCESS)
+				gs_warn("device %d: granting device %d access to the arena failed "
+					"(%d)", app, acc, (int)rc);
+		}
+	}
+	atomic_store_explicit(&d->arena, a, memory_order_release);
+	if (atomic_load_explicit(&devices_used, memory_order_relaxed) < app + 1)
+		atomic_store_explicit(&devices_used, app + 1, memory_order_release);
+	return MODE_ARENA;
+}
+
+static enum device_mode device_mode(int app, int real)
+{
+	struct device *d = &devices[app];
+	int mode = atomic_load_explicit(&d->mode, memory_order_acquire);
+
+	if (GS_LIKELY(mode != MODE_UNSET))
+		return mode;
+	pthread_once(&config_once, config_read);
+	pthread_mutex_lock(&setup_lock);
+	mode = atomic_load_explicit(&d->mode, memory_order_relaxed);
+	if (mode == MODE_UNSET) {
+		mode = device_setup(d, app, real);
+		atomic_store_explicit(&d->mode, mode, memory_order_release);
+	}
+	pthread_mutex_unlock(&setup_lock);
+	return mode;
+}
+
+/* The device whose arena window holds ptr, or NULL. Lock-free: windows
+ * never move while the arena exists. */
+static struct device *device_of(CUdeviceptr ptr)
+{
+	int n = atomic_load_explicit(&devices_used, memory_order_acquire);
+
+	for (int i = 0; i < n; i++) {
+		struct gs_arena *a = atomic_load_explicit(&devices[i].arena, memory_order_acquire);
+		if (a && gs_arena_in_window(a, ptr))
+			return &devices[i];
+	}
+	return NULL;
+}
+
+/* ---- allocation ------------------------------------------------------------------- */
+
+static CUresult record(CUdeviceptr va, size_t size, size_t footprint, CUcontext ctx, int dev,
+		       unsigned flags, size_t pitch, uint64_t buffer_id)
+{
+	struct gs_alloc_desc desc = {
+		.addr = va,
+		.size = size,
+		.footprint = footprint,
+		.ctx = ctx,
+		.device = dev,
+		.flags = flags,
+		.pitch = pitch,
+		.buffer_id = buffer_id,
+	};
+	int rc = gs_trk_alloc_add(&desc);
+
+	/* An allocation the dump cannot see would be lost silently at the
+	 * first migration: better to fail it now. */
+	if (rc < 0) {
+		gs_log_at(GS_LOG_ERROR, -rc, "tracker: recording allocation %#llx failed",
+			  (unsigned long long)va);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	return CUDA_SUCCESS;
+}
+
+static CUresult arena_alloc(struct device *d, CUcontext ctx, size_t size, size_t pitch,
+			    CUdeviceptr *dptr)
+{
+	struct gs_arena *a = atomic_load_explicit(&d->arena, memory_order_acquire);
+	struct gs_arena_allocation al;
+	CUresult rc;
+
+	rc = gs_arena_alloc(a, size, ctx, &al);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	rc = record(al.va, size, al.footprint, ctx, d->app, pitch ? GS_ALLOC_PITCH : 0, pitch,
+		    al.buffer_id);
+	if (rc != CUDA_SUCCESS) {
+		gs_arena_free(a, al.va);
+		return rc;
+	}
+	*dptr = al.va;
+	return CUDA_SUCCESS;
+}
+
+static CUresult devmem_alloc(CUdeviceptr *dptr, size_t bytesize)
+{
+	CUcontext ctx;
+	int app, real;
+	CUresult rc;
+
+	rc = gs_mem_current(&ctx, &app, &real);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (!dptr || bytesize == 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (app < GS_MAX_DEVICES && device_mode(app, real) == MODE_ARENA)
+		return arena_alloc(&devices[app], ctx, bytesize, 0, dptr);
+
+	CUdeviceptr p;
+	rc = GS_MEM_REAL(cuMemAlloc_v2, &p, bytesize);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	rc = record(p, bytesize, bytesize, ctx, app, GS_ALLOC_PASSTHROUGH, 0, 0);
+	if (rc != CUDA_SUCCESS) {
+		GS_MEM_REAL(cuMemFree_v2, p);
+		return rc;
+	}
+	*dptr = p;
+	return CUDA_SUCCESS;
+}
+
+static CUresult devmem_alloc_pitch(CUdeviceptr *dptr, size_t *pitch, size_t width,
+				   size_t height, unsigned element_size)
+{
+	CUcontext ctx;
+	int app, real;
+	CUresult rc;
+
+	rc = gs_mem_current(&ctx, &app, &real);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (app >= GS_MAX_DEVICES || device_mode(app, real) != MODE_ARENA) {
+		rc = GS_MEM_REAL(cuMemAllocPitch_v2, dptr, pitch, width, height, element_size);
 		if (rc != CUDA_SUCCESS)
-			break;
+			return rc;
+		rc = record(*dptr, *pitch * height, *pitch * height, ctx, app,
+			    GS_ALLOC_PASSTHROUGH | GS_ALLOC_PITCH, *pitch, 0);
+		if (rc != CUDA_SUCCESS)
+			GS_MEM_REAL(cuMemFree_v2, *dptr);
+		return rc;
 	}
-	if (rc == CUDA_SUCCESS) {
-		a->attached = true;
-		free(old_peers);
-		free(old_access);
-		goto out;
+	if (!dptr || !pitch || width == 0 || height == 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (element_size != 4 && element_size != 8 && element_size != 16)
+		return CUDA_ERROR_INVALID_VALUE;
+	size_t rowpitch = (width + PITCH_ALIGN - 1) & ~(size_t)(PITCH_ALIGN - 1);
+	if (rowpitch < width || height > SIZE_MAX / rowpitch)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	rc = arena_alloc(&devices[app], ctx, rowpitch * height, rowpitch, dptr);
+	if (rc == CUDA_SUCCESS)
+		*pitch = rowpitch;
+	return rc;
+}
+
+CUresult gs_mem_ctx_sync(CUcontext ctx, CUcontext current)
+{
+	CUcontext popped;
+	CUresult rc;
+
+	if (gs_real.cuCtxSynchronize_v2)
+		return gs_real.cuCtxSynchronize_v2(ctx);
+	/* Drivers before cuCtxSynchronize_v2 synchronise the current context
+	 * only. */
+	if (ctx == current)
+		return GS_MEM_REAL(cuCtxSynchronize);
+	rc = GS_MEM_REAL(cuCtxPushCurrent_v2, ctx);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	rc = GS_MEM_REAL(cuCtxSynchronize);
+	GS_MEM_REAL(cuCtxPopCurrent_v2, &popped);
+	return rc;
+}
+
+static CUresult arena_free(struct device *d, CUdeviceptr ptr)
+{
+	struct gs_arena *a = atomic_load_explicit(&d->arena, memory_order_acquire);
+	struct gs_arena_allocation al;
+	struct gs_alloc_desc desc;
+	CUcontext current = NULL, owner;
+	CUresult rc;
+
+	rc = GS_MEM_REAL(cuCtxGetCurrent, &current);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (!current)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	/* Interior pointers, double frees and addresses where nothing is
+	 * allocated: the driver's answer for a pointer it did not hand out. */
+	if (!gs_arena_lookup(a, ptr, &al) || al.va != ptr)
+		return CUDA_ERROR_INVALID_VALUE;
+	/* A context with a sticky error refuses, as every call in it does. */
+	owner = ctx_real(al.ctx);
+	/* The driver's cuMemFree synchronises: work already queued may still
+	 * use the memory. */
+	rc = gs_mem_ctx_sync(owner, current);
+	if (rc == CUDA_SUCCESS && owner != current)
+		rc = gs_mem_ctx_sync(current, current);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	/* The record goes first: once the arena has the address back, another
+	 * thread may be handed it and record it anew. */
+	gs_trk_alloc_remove(ptr, &desc);
+	return gs_arena_free(a, ptr);
+}
+
+static CUresult devmem_free(CUdeviceptr ptr)
+{
+	struct gs_alloc_desc desc;
+	struct device *d = device_of(ptr);
+	CUresult rc;
+	int trk;
+
+	if (d)
+		return arena_free(d, ptr);
+	trk = gs_trk_alloc_remove(ptr, &desc);
+	rc = GS_MEM_REAL(cuMemFree_v2, ptr);
+	if (trk == 0 && rc != CUDA_SUCCESS)
+		trk_warn(gs_trk_alloc_add(&desc), "allocation", ptr);
+	else if (trk != 0 && rc == CUDA_SUCCESS && ptr)
+		gs_trk_foreign_free(ptr); /* managed, stream-ordered, IPC: not ours */
+	return rc;
+}
+
+/* ---- pointer queries ---------------------------------------------------------------- */
+
+static CUresult devmem_address_range(CUdeviceptr *pbase, size_t *psize, CUdeviceptr ptr)
+{
+	struct device *d = device_of(ptr);
+	struct gs_arena_allocation al;
+
+	/* Argument checks are the driver's. */
+	if (!d || (!pbase && !psize))
+		return GS_MEM_REAL(cuMemGetAddressRange_v2, pbase, psize, ptr);
+	if (!gs_arena_lookup(atomic_load_explicit(&d->arena, memory_order_acquire), ptr, &al))
+		return GS_MEM_REAL(cuMemGetAddressRange_v2, pbase, psize, NOWHERE);
+	/* The size asked for, as the driver reports a cuMemAlloc allocation:
+	 * not the slot or chunk around it. */
+	if (pbase)
+		*pbase = al.va;
+	if (psize)
+		*psize = al.size;
+	return CUDA_SUCCESS;
+}
+
+/* Attributes the arena answers; the others describe the mapping itself
+ * (access flags, RDMA, sync memops, P2P tokens, decompression) and the
+ * driver's answer for the VMM mapping is the right one. */
+static bool attr_is_local(CUpointer_attribute attr)
+{
+	switch (attr) {
+	case CU_POINTER_ATTRIBUTE_CONTEXT:
+	case CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
+	case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
+	case CU_POINTER_ATTRIBUTE_HOST_POINTER:
+	case CU_POINTER_ATTRIBUTE_BUFFER_ID:
+	case CU_POINTER_ATTRIBUTE_IS_MANAGED:
+	case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
+	case CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE:
+	case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
+	case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
+	case CU_POINTER_ATTRIBUTE_MAPPED:
+	case CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES:
+	case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE:
+	case CU_POINTER_ATTRIBUTE_MAPPING_SIZE:
+	case CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR:
+	case CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID:
+		return true;
+	default:
+		return false;
 	}
-	for (struct span *t = a->all.next; t != s; t = t->next) {
-		span_unback(a, t);
-		t->device = old_device;
+}
+
+#define PUT(type, value) (*(type *)data = (type)(value))
+
+/* One local attribute of ptr, inside arena allocation al of device d. The
+ * value types are the driver's: booleans as unsigned int. */
+static CUresult attr_local(CUpointer_attribute attr, void *data, CUdeviceptr ptr,
+			   const struct device *d, const struct gs_arena_allocation *al)
+{
+	CUcontext current = NULL;
+
+	switch (attr) {
+	case CU_POINTER_ATTRIBUTE_CONTEXT:
+		PUT(CUcontext, al->ctx);
+		break;
+	case CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
+		PUT(unsigned int, CU_MEMORYTYPE_DEVICE);
+		break;
+	case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
+		/* "the device pointer through which kernels of the current
+		 * context may access ptr": no context, no answer. */
+		if (GS_MEM_REAL(cuCtxGetCurrent, &current) != CUDA_SUCCESS || !current)
+			return CUDA_ERROR_INVALID_CONTEXT;
+		PUT(CUdeviceptr, ptr);
+		break;
+	case CU_POINTER_ATTRIBUTE_HOST_POINTER:
+		return CUDA_ERROR_INVALID_VALUE; /* device memory has no host address */
+	case CU_POINTER_ATTRIBUTE_BUFFER_ID:
+	case CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID:
+		/* Each allocation is its own block, as a cuMemAlloc is; the
+		 * chunk's id would be shared by its slab neighbours. */
+		PUT(unsigned long long, al->buffer_id);
+		break;
+	case CU_POINTER_ATTRIBUTE_IS_MANAGED:
+		PUT(unsigned int, 0);
+		break;
+	case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
+		PUT(int, d->app);
+		break;
+	case CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE:
+		/* VMM memory cannot be exported with cuIpcGetMemHandle: say
+		 * so rather than let the export fail later. */
+		PUT(unsigned int, 0);
+		break;
+	case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
+	case CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR:
+		PUT(CUdeviceptr, al->va);
+		break;
+	case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
+	case CU_POINTER_ATTRIBUTE_MAPPING_SIZE:
+		PUT(size_t, al->size);
+		break;
+	case CU_POINTER_ATTRIBUTE_MAPPED:
+		PUT(unsigned int, 1);
+		break;
+	case CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES:
+		PUT(unsigned long long, CU_MEM_HANDLE_TYPE_NONE);
+		break;
+	case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE:
+		PUT(CUmemoryPool, NULL);
+		break;
+	default:
+		return CUDA_ERROR_INVALID_VALUE;
 	}
-	CUresult undo = a->ops.unreserve(a->opaque, a->base, a->size);
-	if (undo != CUDA_SUCCESS)
-		report(a, "unreserve", a->base, undo);
-undo_peers:
-	free(a->peers);
-	free(a->access);
-	a->peers = old_peers;
-	a->access = old_access;
-	a->npeers = old_npeers;
-	a->peers_cap = old_cap;
-	a->naccess = old_naccess;
-	a->device = old_device;
+	return CUDA_SUCCESS;
+}
+
+static CUresult devmem_attribute(void *data, CUpointer_attribute attr, CUdeviceptr ptr)
+{
+	struct device *d = device_of(ptr);
+	struct gs_arena_allocation al;
+
+	if (!d || !data)
+		return GS_MEM_REAL(cuPointerGetAttribute, data, attr, ptr);
+	if (!gs_arena_lookup(atomic_load_explicit(&d->arena, memory_order_acquire), ptr, &al))
+		return GS_MEM_REAL(cuPointerGetAttribute, data, attr, NOWHERE);
+	if (!attr_is_local(attr))
+		return GS_MEM_REAL(cuPointerGetAttribute, data, attr, ptr);
+	return attr_local(attr, data, ptr, d, &al);
+}
+
+static CUresult devmem_attributes(unsigned n, CUpointer_attribute *attrs, void **data,
+				  CUdeviceptr ptr)
+{
+	CUpointer_attribute fwd_attrs_stack[32], *fwd_attrs = fwd_attrs_stack;
+	void *fwd_data_stack[32], **fwd_data = fwd_data_stack;
+	struct device *d = device_of(ptr);
+	struct gs_arena_allocation al;
+	unsigned k = 0;
+	CUresult rc = CUDA_SUCCESS;
+
+	if (!d || n == 0 || !attrs || !data)
+		return GS_MEM_REAL(cuPointerGetAttributes, n, attrs, data, ptr);
+	for (unsigned i = 0; i < n; i++)
+		if (!data[i])
+			return GS_MEM_REAL(cuPointerGetAttributes, n, attrs, data, ptr);
+	if (!gs_arena_lookup(atomic_load_explicit(&d->arena, memory_order_acquire), ptr, &al))
+		return GS_MEM_REAL(cuPointerGetAttributes, n, attrs, data, NOWHERE);
+
+	if (n > 32) {
+		fwd_attrs = malloc(n * sizeof(*fwd_attrs));
+		fwd_data = malloc(n * sizeof(*fwd_data));
+		if (!fwd_attrs || !fwd_data) {
+			rc = CUDA_ERROR_OUT_OF_MEMORY;
+			goto out;
+		}
+	}
+	/* The driver's part first: if it rejects an attribute the whole call
+	 * fails, before anything of ours was written. */
+	for (unsigned i = 0; i < n; i++) {
+		if (!attr_is_local(attrs[i])) {
+			fwd_attrs[k] = attrs[i];
+			fwd_data[k] = data[i];
+			k++;
+		}
+	}
+	if (k) {
+		rc = GS_MEM_REAL(cuPointerGetAttributes, k, fwd_attrs, fwd_data, ptr);
+		if (rc != CUDA_SUCCESS)
+			goto out;
+	}
+	/* Unlike the single query, one attribute without an answer is no
+	 * error: it gets its null value. Only the pointer-valued ones can
+	 * fail here. */
+	for (unsigned i = 0; i < n; i++)
+		if (attr_is_local(attrs[i]) &&
+		    attr_local(attrs[i], data[i], ptr, d, &al) != CUDA_SUCCESS)
+			memset(data[i], 0, sizeof(CUdeviceptr));
 out:
-	pthread_mutex_unlock(&a->lock);
+	if (fwd_attrs != fwd_attrs_stack)
+		free(fwd_attrs);
+	if (fwd_data != fwd_data_stack)
+		free(fwd_data);
+	return rc;
+}
+
+/* ---- hooks for the rest of the shim -------------------------------------------------- */
+
+void gs_arena_ctx_destroyed(CUcontext ctx)
+{
+	int n = atomic_load_explicit(&devices_used, memory_order_acquire);
+
+	for (int i = 0; i < n; i++) {
+		struct gs_arena *a = atomic_load_explicit(&devices[i].arena, memory_order_acquire);
+		size_t freed = a ? gs_arena_free_ctx(a, ctx) : 0;
+		if (freed)
+			gs_debug("context %p destroyed: freed its %zu allocations on device %d",
+				 (void *)ctx, freed, i);
+	}
+}
+
+void gs_arena_peer_access_changed(int owner, int accessor, bool enabled)
+{
+	struct device *d;
+	struct gs_arena *a;
+	CUresult rc;
+
+	if (owner < 0 || owner >= GS_MAX_DEVICES || accessor < 0 || accessor >= GS_MAX_DEVICES ||
+	    owner == accessor)
+		return;
+	d = &devices[owner];
+	pthread_mutex_lock(&setup_lock);
+	a = atomic_load_explicit(&d->arena, memory_order_acquire);
+	if (!a) {
+		/* No arena yet: it applies the grants when it is made. */
+		if (enabled)
+			d->pending_grants[accessor]++;
+		else if (d->pending_grants[accessor])
+			d->pending_grants[accessor]--;
+		pthread_mutex_unlock(&setup_lock);
+		return;
+	}
+	rc = gs_arena_peer_access(a, gs_devmap_to_real(gs_trk_devmap(), accessor), enabled);
+	pthread_mutex_unlock(&setup_lock);
+	if (rc != CUDA_SUCCESS)
+		gs_warn("peer access of device %d to the arena of device %d: %s failed (%d)%s",
+			accessor, owner, enabled ? "granting" : "revoking", (int)rc,
+			enabled ? "; kernels there will fault on that memory" : "");
+}
+
+enum gs_devmem_kind gs_devmem_classify(CUdeviceptr ptr)
+{
+	struct gs_alloc_desc desc;
+	struct gs_arena_allocation al;
+	struct device *d = device_of(ptr);
+
+	if (d)
+		return gs_arena_lookup(atomic_load_explicit(&d->arena, memory_order_acquire), ptr,
+				       &al) ? GS_DEVMEM_ARENA : GS_DEVMEM_NONE;
+	if (gs_trk_alloc_find(ptr, &desc) == 0 && (desc.flags & GS_ALLOC_PASSTHROUGH))
+		return GS_DEVMEM_PASSTHROUGH;
+	return GS_DEVMEM_NONE;
+}
+
+struct gs_arena *gs_devmem_arena(int device)
+{
+	if (device < 0 || device >= GS_MAX_DEVICES)
+		return NULL;
+	return atomic_load_explicit(&devices[device].arena, memory_order_acquire);
+}
+
+/* ---- entry points --------------------------------------------------------------------- */
+
+CUresult gs_mem_enter(struct gs_thread **self, int sym)
+{
+	CUresult rc = gs_init();
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	*self = gs_thread_get();
+	if (!*self)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	gs_gate_enter(*self, sym);
+	return CUDA_SUCCESS;
+}
+
+CUresult gs_custom_cuMemAlloc_v2(bool ptds, CUdeviceptr *dptr, size_t bytesize)
+{
+	struct gs_thread *self;
+	CUresult rc;
+
+	(void)ptds;
+	if (gs_inside())
+		return GS_MEM_REAL(cuMemAlloc_v2, dptr, bytesize);
+	rc = gs_mem_enter(&self, GS_SYM_cuMemAlloc_v2);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	rc = devmem_alloc(dptr, bytesize);
+	gs_gate_exit(self);
+	return rc;
+}
+
+CUresult gs_custom_cuMemAllocPitch_v2(bool ptds, CUdeviceptr *dptr, size_t *pPitch,
+				      size_t WidthInBytes, size_t Height,
+				      unsigned int ElementSizeBytes)
+{
+	struct gs_thread *self;
+	CUresult rc;
+
+	(void)ptds;
+	if (gs_inside())
+		return GS_MEM_REAL(cuMemAllocPitch_v2, dptr, pPitch, WidthInBytes, Height,
+				   ElementSizeBytes);
+	rc = gs_mem_enter(&self, GS_SYM_cuMemAllocPitch_v2);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	rc = devmem_alloc_pitch(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
+	gs_gate_exit(self);
+	return rc;
+}
+
+CUresult gs_custom_cuMemFree_v2(bool ptds, CUdeviceptr dptr)
+{
+	struct gs_thread *self;
+	CUresult rc;
+
+	(void)ptds;
+	if (gs_inside())
+		return GS_MEM_REAL(cuMemFree_v2, dptr);
+	rc = gs_mem_enter(&self, GS_SYM_cuMemFree_v2);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	rc = devmem_free(dptr);
+	gs_gate_exit(self);
+	return rc;
+}
+
+CUresult gs_custom_cuMemGetAddressRange_v2(bool ptds, CUdeviceptr *pbase, size_t *psize,
+					   CUdeviceptr dptr)
+{
+	struct gs_thread *self;
+	CUresult rc;
+
+	(void)ptds;
+	if (gs_inside())
+		return GS_MEM_REAL(cuMemGetAddressRange_v2, pbase, psize, dptr);
+	rc = gs_mem_enter(&self, GS_SYM_cuMemGetAddressRange_v2);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	rc = devmem_address_range(pbase, psize, dptr);
+	gs_gate_exit(self);
+	return rc;
+}
+
+CUresult gs_custom_cuPointerGetAttribute(bool ptds, void *data, CUpointer_attribute attribute,
+					 CUdeviceptr ptr)
+{
+	struct gs_thread *self;
+	CUresult rc;
+
+	(void)ptds;
+	if (gs_inside())
+		return GS_MEM_REAL(cuPointerGetAttribute, data, attribute, ptr);
+	rc = gs_mem_enter(&self, GS_SYM_cuPointerGetAttribute);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	rc = devmem_attribute(data, attribute, ptr);
+	gs_gate_exit(self);
+	return rc;
+}
+
+CUresult gs_custom_cuPointerGetAttributes(bool ptds, unsigned int numAttributes,
+					  CUpointer_attribute *attributes, void **data,
+					  CUdeviceptr ptr)
+{
+	struct gs_thread *self;
+	CUresult rc;
+
+	(void)ptds;
+	if (gs_inside())
+		return GS_MEM_REAL(cuPointerGetAttributes, numAttributes, attributes, data, ptr);
+	rc = gs_mem_enter(&self, GS_SYM_cuPointerGetAttributes);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	rc = devmem_attributes(numAttributes, attributes, data, ptr);
+	gs_gate_exit(self);
 	return rc;
 }

@@ -11,14 +11,15 @@
  *
  * This header has two halves:
  *
- *  1. The allocator core (arena.c): a pure data structure. It reaches the
+ *  1. The allocator core (arena_core.c): a pure data structure. It reaches the
  *     driver only through `struct gs_arena_ops`, so unit tests drive it with
  *     a fake, and a thaw re-attaches the same records to another device.
  *
- *  2. The shim's device-memory layer (arena_driver.c): one core arena per
- *     application-visible device bound to the real driver's VMM calls, the
- *     passthrough fallback, and the answers cuMemFree, cuMemGetAddressRange
- *     and cuPointerGetAttribute(s) give for arena pointers.
+ *  2. The shim's device-memory layer (arena.c): the custom entry points
+ *     cuMemAlloc, cuMemAllocPitch, cuMemFree, cuMemGetAddressRange and
+ *     cuPointerGetAttribute(s), one core arena per application-visible
+ *     device bound to the real driver's VMM calls, and the passthrough
+ *     fallback.
  */
 #ifndef GS_ARENA_H
 #define GS_ARENA_H
@@ -75,10 +76,10 @@ struct gs_arena_config {
 	uint64_t granularity; /* chunk size: power of two, >= 2 * GS_ARENA_MIN_ALIGN */
 	int device;           /* device new chunks are created on */
 	/*
-	 * Empty single-chunk spans kept backed for reuse: a program that
-	 * allocates and frees one small buffer in a loop would otherwise pay a
-	 * create + map + set_access + unmap + release every time. 0 keeps none,
-	 * so the driver's cuMemGetInfo always equals the arena's use.
+	 * Emptied slab chunks kept backed for reuse: a program that allocates
+	 * and frees one small buffer in a loop would otherwise pay a create +
+	 * map + set_access + unmap + release every time. 0 keeps none, so the
+	 * driver's cuMemGetInfo always equals the arena's use.
 	 */
 	unsigned max_spare;
 	/*
@@ -103,22 +104,25 @@ void gs_arena_destroy(struct gs_arena *a);
 void gs_arena_window(const struct gs_arena *a, uint64_t *base, uint64_t *size);
 bool gs_arena_in_window(const struct gs_arena *a, uint64_t ptr);
 
-/* Allocate `size` bytes (> 0) for context `ctx`, recorded with the next
- * buffer id. CUDA_ERROR_INVALID_VALUE for size 0; CUDA_ERROR_OUT_OF_MEMORY
- * (or the driver's error) leaves the arena and the driver as they were. */
-CUresult gs_arena_alloc(struct gs_arena *a, uint64_t size, CUcontext ctx, uint64_t *va);
-/* Free the allocation starting at `va`. CUDA_ERROR_INVALID_VALUE when `va`
- * is not the start of a live allocation (interior pointer, double free). */
-CUresult gs_arena_free(struct gs_arena *a, uint64_t va);
-
 struct gs_arena_allocation {
-	uint64_t va;        /* start, as returned by gs_arena_alloc */
+	uint64_t va;        /* start */
 	uint64_t size;      /* size requested */
 	CUcontext ctx;
 	uint64_t buffer_id;
+	uint64_t footprint; /* address space it occupies: its slot, or its span */
 	uint64_t chunk_va;  /* the span of chunks holding it */
 	uint64_t chunk_size;
 };
+
+/* Allocate `size` bytes (> 0) for context `ctx`, recorded with the next
+ * buffer id; *out describes it. CUDA_ERROR_INVALID_VALUE for size 0;
+ * CUDA_ERROR_OUT_OF_MEMORY (or the driver's error) leaves the arena and the
+ * driver as they were. */
+CUresult gs_arena_alloc(struct gs_arena *a, uint64_t size, CUcontext ctx,
+			struct gs_arena_allocation *out);
+/* Free the allocation starting at `va`. CUDA_ERROR_INVALID_VALUE when `va`
+ * is not the start of a live allocation (interior pointer, double free). */
+CUresult gs_arena_free(struct gs_arena *a, uint64_t va);
 /* The live allocation containing `ptr` (va <= ptr < va + size): true and *out
  * filled, or false. */
 bool gs_arena_lookup(struct gs_arena *a, uint64_t ptr, struct gs_arena_allocation *out);
@@ -179,79 +183,96 @@ CUresult gs_arena_attach(struct gs_arena *a, int device, const int *peers, unsig
 unsigned gs_arena_size_classes(uint64_t granularity, uint64_t *sizes, unsigned max);
 
 /* ===================================================================== */
-/* 2. The shim's device-memory layer (arena_driver.c)                     */
+/* 2. The shim's device-memory layer (arena.c)                            */
 /* ===================================================================== */
 
 /*
- * Default start of the arena windows: 0x6000'0000'0000 (96 TiB). Device
- * ordinal d gets [base + d * GS_ARENA_WINDOW_STRIDE, + GS_ARENA_WINDOW_STRIDE).
+ * Default start of the arena windows: 0x4000'0000'0000 (64 TiB). Device
+ * ordinal d (the application's numbering) gets the window
+ * [base + d * GS_ARENA_WINDOW_STRIDE, + GS_ARENA_WINDOW_STRIDE).
  *
- * Why there: on x86-64 Linux a process's own mappings sit low (a PIE
- * executable and its brk heap near 0x55xx'xxxx'xxxx) and high (the mmap area,
- * growing down from just under 0x7fff'ffff'ffff, where the driver also puts
- * the address space behind cuMemAlloc and its own reservations). 96 TiB is
- * tens of TiB from either, so neither the heap nor the mmap area nor a new
- * context's internal allocations on the thaw target reach it, and it stays
- * below 2^47, the user address space of a 4-level-paging kernel and well
- * inside the 49-bit address space of current GPUs.
+ * Why there, on x86-64 Linux with 47-bit user addresses:
+ *  - the driver puts cuMemAlloc memory and its own reservations in the mmap
+ *    area, which grows down from under 0x7fff'ffff'ffff (its top randomised
+ *    by up to 16 TiB), or low in the address space; 64 TiB is tens of TiB
+ *    from both, so neither the process's mappings nor a new context's
+ *    internal allocations on a thaw target grow into the windows;
+ *  - PIE executables and their brk heap sit at 0x55xx'xxxx'xxxx and grow
+ *    upwards, away from it;
+ *  - AddressSanitizer's shadow ends at 0x1000'7fff'7fff, below it.
+ *    (ThreadSanitizer accepts application memory only in a few fixed
+ *    ranges, none of them here: under TSan the driver places the window
+ *    elsewhere and the arena accepts that with a warning.)
+ *  - it is inside the 49-bit virtual address space of current GPUs.
+ * Twenty 1 TiB windows fit below the PIE area.
  */
-#define GS_ARENA_DEFAULT_BASE UINT64_C(0x600000000000)
-/* 1 TiB per device: above the memory of any GPU today, and sixteen devices'
- * windows fit between the default base and 0x6100'0000'0000. */
+#define GS_ARENA_DEFAULT_BASE UINT64_C(0x400000000000)
+/* 1 TiB per device: several times the memory of any GPU today, so address
+ * space never runs out before memory does, however fragmented. */
 #define GS_ARENA_WINDOW_STRIDE (UINT64_C(1) << 40)
 
-/* Device memory behind a shim-level operation. */
-enum gs_devmem_kind {
-	GS_DEVMEM_NONE = 0,     /* no allocation the shim served */
-	GS_DEVMEM_ARENA,        /* served from the arena */
-	GS_DEVMEM_PASSTHROUGH,  /* the real cuMemAlloc (no VMM, or GPUSWAP_ALLOC=passthrough) */
-};
-
 /*
- * The entry points' logic. Each is called with the gate entered and the shim
- * initialised (the gs_custom_* wrappers in arena_custom.c do that) and
- * returns what the application gets.
+ * The custom entry points (annotations.txt) are gs_custom_cuMemAlloc_v2,
+ * gs_custom_cuMemAllocPitch_v2, gs_custom_cuMemFree_v2,
+ * gs_custom_cuMemGetAddressRange_v2, gs_custom_cuPointerGetAttribute and
+ * gs_custom_cuPointerGetAttributes, declared in g_api.h.
+ *
+ * Every allocation served (arena or passthrough) is recorded in the tracker
+ * (gs_trk_alloc_add), where dump and gpu-ps find it; the arena's window and
+ * chunks are recorded as GS_OWNER_SHIM VMM records. A restore re-creates
+ * the arena's mappings with gs_arena_detach / gs_arena_attach on the arena
+ * of each device (gs_devmem_arena), not from those VMM records.
+ *
+ * Environment (read once): GPUSWAP_ALLOC=vmm|passthrough (default vmm),
+ * GPUSWAP_ARENA_BASE=<address> (default GS_ARENA_DEFAULT_BASE).
  */
-CUresult gs_devmem_alloc(CUdeviceptr *dptr, size_t bytesize);
-CUresult gs_devmem_alloc_pitch(CUdeviceptr *dptr, size_t *pitch, size_t width,
-			       size_t height, unsigned element_size);
-CUresult gs_devmem_free(CUdeviceptr dptr);
-CUresult gs_devmem_get_address_range(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr);
-CUresult gs_devmem_pointer_get_attribute(void *data, CUpointer_attribute attr, CUdeviceptr ptr);
-CUresult gs_devmem_pointer_get_attributes(unsigned n, CUpointer_attribute *attrs,
-					  void **data, CUdeviceptr ptr);
 
 /*
- * Hooks for the context tracker. The context (app-visible handle) was
- * destroyed, or a primary context reset: every allocation it made is freed,
- * as the driver frees them. Call after the real call succeeded.
+ * The context hooks call this after cuCtxDestroy, the last primary release
+ * or a primary reset succeeded: every arena allocation the context
+ * (app-visible handle) made is freed, as the driver frees a destroyed
+ * context's memory. (The tracker drops the records itself.)
  */
 void gs_arena_ctx_destroyed(CUcontext ctx);
+
 /*
- * cuCtxEnablePeerAccess / cuCtxDisablePeerAccess succeeded: `accessor` (the
- * device of the current context) may now (no longer) use memory of `owner`
- * (the peer context's device). The driver grants legacy peer access to its
- * own allocations only, never to VMM mappings, so the arena grants it to its
- * chunks itself. Ordinals are the application's.
+ * The hook of cuCtxEnablePeerAccess / cuCtxDisablePeerAccess calls this
+ * after the real call succeeded: `accessor` (the device of the current
+ * context) may now (no longer) use memory of `owner` (the peer context's
+ * device). The driver grants legacy peer access to its own allocations,
+ * never to VMM mappings, so the arena grants it to its chunks itself.
+ * Ordinals are the application's. Counted: each enable needs its disable.
  */
 void gs_arena_peer_access_changed(int owner, int accessor, bool enabled);
 
-/* Which kind of allocation `ptr` falls in (for freeze --check and tests). */
+/* Which allocator served `ptr`, if any (freeze --check, tests). */
+enum gs_devmem_kind {
+	GS_DEVMEM_NONE = 0,     /* nothing the shim served */
+	GS_DEVMEM_ARENA,        /* inside a live arena allocation */
+	GS_DEVMEM_PASSTHROUGH,  /* the real cuMemAlloc: no VMM, or GPUSWAP_ALLOC=passthrough */
+};
 enum gs_devmem_kind gs_devmem_classify(CUdeviceptr ptr);
 
-/* The arena of application-visible device `device`, NULL until its first
- * cuMemAlloc (or when the device is served by passthrough). For dump and
- * restore, which walk and detach/attach it. */
+/* The arena of application device `device`: NULL before its first
+ * cuMemAlloc, and for a device served by passthrough. Dump and restore walk
+ * it and detach / attach it. */
 struct gs_arena *gs_devmem_arena(int device);
 
-/* Passthrough allocations (real cuMemAlloc), walked for dump/restore. */
-struct gs_devmem_passthrough {
-	CUdeviceptr va;
-	size_t size;
-	CUcontext ctx;
-	int device;
-};
-int gs_devmem_foreach_passthrough(int (*fn)(const struct gs_devmem_passthrough *p, void *arg),
-				  void *arg);
+/*
+ * Shared by the memory entry points (arena.c, hostmem.c): the frame of a
+ * custom export called by the application. Initialises the shim (once),
+ * finds this thread's record and enters the gate; on CUDA_SUCCESS the caller
+ * leaves with gs_gate_exit(*self).
+ */
+struct gs_thread;
+CUresult gs_mem_enter(struct gs_thread **self, int sym);
+/* A call the shim makes itself goes straight to the real driver. */
+#define GS_MEM_REAL(fn, ...) (gs_real.fn ? gs_real.fn(__VA_ARGS__) : gs_missing(GS_SYM_##fn))
+/* The calling thread's current context (app handle) and its device (app and
+ * real ordinals); CUDA_ERROR_INVALID_CONTEXT when there is none. */
+CUresult gs_mem_current(CUcontext *ctx, int *app_dev, int *real_dev);
+/* Wait for the work of real context ctx, as the driver's frees do; current
+ * is the calling thread's current (real) context. */
+CUresult gs_mem_ctx_sync(CUcontext ctx, CUcontext current);
 
 #endif

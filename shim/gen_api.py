@@ -598,7 +598,10 @@ def emit_api_h(funcs, syms, tags, plain_only_missing):
              ' * to cuGetProcAddress callers, never to call through. */\n'
              'typedef void (*gs_any_fn)(void);\n'
              '/* The shim\'s exported wrapper for each symbol, by index. */\n'
-             'extern const gs_any_fn gs_wrappers[GS_API_COUNT];\n\n')
+             'extern const gs_any_fn gs_wrappers[GS_API_COUNT];\n'
+             '/* The real driver\'s function for symbol index sym, or NULL: for\n'
+             ' * comparing with addresses the driver hands out. */\n'
+             'gs_any_fn gs_real_fn(int sym);\n\n')
 
     o.append('/* Annotation tag of each symbol (annotations.txt), by index. */\n')
     o.append('enum gs_api_tag { GS_TAG_PASS, GS_TAG_NOGATE, GS_TAG_TRACK, GS_TAG_CUSTOM };\n')
@@ -633,6 +636,10 @@ WRAPPER_PRELUDE = '''\
 
 #include <dlfcn.h>
 #include <string.h>
+
+/* The shim exports deprecated entry points too, and takes their addresses
+ * for cuGetProcAddress. */
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
 /*
  * Every wrapper follows one template (DESIGN.md §3, §4, §6):
@@ -699,6 +706,11 @@ def emit_wrappers_c(funcs, syms, tags):
     for s in syms:
         o.append('\tfound += load_symbol(&t->%s, handle, "%s");\n' % (s, s))
     o.append('\treturn found;\n}\n\n')
+
+    o.append('gs_any_fn gs_real_fn(int sym)\n{\n\tswitch (sym) {\n')
+    for s in syms:
+        o.append('\tcase GS_SYM_%s:\n\t\treturn (gs_any_fn)gs_real.%s;\n' % (s, s))
+    o.append('\tdefault:\n\t\treturn NULL;\n\t}\n}\n\n')
 
     o.append('const gs_any_fn gs_wrappers[GS_API_COUNT] = {\n')
     for s in syms:

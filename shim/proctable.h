@@ -30,14 +30,25 @@ extern const size_t gs_api_symbols_len;
 
 /*
  * What the real driver returns for cuGetProcAddress(name, cudaVersion, flags):
- * among the entries for `name` with the requested stream mode (per-thread when
- * flags has CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM and such entries
- * exist, else the default ones), the highest version <= cudaVersion.
- * Returns the entry, or NULL with *status set to
- * CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND or CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT.
+ * among the entries for `name` with the requested stream mode, the highest
+ * version <= cudaVersion. The per-thread entries are searched when flags has
+ * CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM; when none of them is old
+ * enough (or the name has none: cuInit has no per-thread variant) the
+ * default ones are, as the driver does. CU_GET_PROC_ADDRESS_LEGACY_STREAM
+ * and CU_GET_PROC_ADDRESS_DEFAULT both select the default ones.
+ * Returns the entry (whose symbol may be NULL: a legacy ABI cuda.h no longer
+ * declares), or NULL with *status set to CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND
+ * or CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT. status may be NULL.
  */
 const struct gs_proc_entry *gs_proc_lookup(const char *name, int cuda_version,
 					   cuuint64_t flags,
 					   CUdriverProcAddressQueryResult *status);
+
+/* Every entry for `name` (all versions, both stream modes): *first and the
+ * count, or 0 for an unknown name. */
+size_t gs_proc_entries(const char *name, const struct gs_proc_entry **first);
+
+/* Index of `symbol` in gs_api_symbols, or -1. */
+int gs_proc_symbol_index(const char *symbol);
 
 #endif

@@ -91,33 +91,32 @@ enum try_result {
 	TRY_UNLOADABLE,
 };
 
+/* Load `path` unless it is the shim. On failure, why (for the one error
+ * line an explicit GPUSWAP_REAL_LIBCUDA gets) goes to reason. */
 static enum try_result try_open(const char *path, const struct stat *self, bool have_self,
-				bool explicit)
+				char *reason, size_t reason_len)
 {
 	struct stat st;
 	void *h;
 
 	if (stat(path, &st) != 0) {
-		if (explicit)
-			gs_perror("GPUSWAP_REAL_LIBCUDA=%s", path);
+		snprintf(reason, reason_len, "%s", strerror(errno));
 		return TRY_ABSENT;
 	}
 	if (have_self && st.st_dev == self->st_dev && st.st_ino == self->st_ino) {
-		gs_debug("skipping %s: it is this shim", path);
-		if (explicit)
-			gs_error("GPUSWAP_REAL_LIBCUDA=%s is gpuswap itself, not the driver", path);
+		snprintf(reason, reason_len, "it is gpuswap itself, not the driver");
 		return TRY_SELF;
 	}
 	h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
 	if (!h) {
-		gs_warn("cannot load %s: %s", path, dlerror());
+		snprintf(reason, reason_len, "%s", dlerror());
 		return TRY_UNLOADABLE;
 	}
 	/* Another copy of the shim (a second build, or one installed as
 	 * libcuda.so.1 elsewhere) would forward to itself forever. */
 	if (dlsym(h, "gs_introspect_version")) {
-		gs_warn("skipping %s: it is a copy of gpuswap, not the driver", path);
 		dlclose(h);
+		snprintf(reason, reason_len, "it is a copy of gpuswap, not the driver");
 		return TRY_SELF;
 	}
 	real_handle = h;
@@ -127,7 +126,7 @@ static enum try_result try_open(const char *path, const struct stat *self, bool 
 
 static bool search_dir(const char *dir, size_t dirlen, const struct stat *self, bool have_self)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], reason[512];
 	int n;
 
 	/* Empty entries mean the current directory to the loader; never load
@@ -137,7 +136,21 @@ static bool search_dir(const char *dir, size_t dirlen, const struct stat *self, 
 	n = snprintf(path, sizeof(path), "%.*s/" DRIVER_NAME, (int)dirlen, dir);
 	if (n < 0 || (size_t)n >= sizeof(path))
 		return false;
-	return try_open(path, self, have_self, false) == TRY_OK;
+	switch (try_open(path, self, have_self, reason, sizeof(reason))) {
+	case TRY_OK:
+		return true;
+	case TRY_ABSENT:
+		break;
+	case TRY_SELF:
+		gs_debug("skipping %s: %s", path, reason);
+		break;
+	case TRY_UNLOADABLE:
+		/* A driver that is there but cannot load is worth knowing
+		 * about even when another one is found later. */
+		gs_warn("cannot load %s: %s", path, reason);
+		break;
+	}
+	return false;
 }
 
 int gs_real_load(void)
@@ -153,10 +166,12 @@ int gs_real_load(void)
 			"shim will only be recognised after loading it");
 
 	if (explicit_path && *explicit_path) {
-		if (try_open(explicit_path, &self, have_self, true) != TRY_OK) {
-			gs_error("no real CUDA driver: GPUSWAP_REAL_LIBCUDA=%s cannot be used; "
-				 "point it at the NVIDIA driver's libcuda.so.1. Every CUDA call "
-				 "will fail with CUDA_ERROR_NO_DEVICE", explicit_path);
+		char reason[512];
+
+		if (try_open(explicit_path, &self, have_self, reason, sizeof(reason)) != TRY_OK) {
+			gs_error("no real CUDA driver: GPUSWAP_REAL_LIBCUDA=%s: %s; point it at "
+				 "the NVIDIA driver's libcuda.so.1. Every CUDA call will fail with "
+				 "CUDA_ERROR_NO_DEVICE", explicit_path, reason);
 			return -ENOENT;
 		}
 	} else {

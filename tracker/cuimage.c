@@ -63,6 +63,7 @@ static bool in_bounds(uint64_t off, uint64_t len, uint64_t size)
  * sm_121; sm_90a is not told apart from sm_90 there). Older toolkits used
  * another OSABI with the SM in the low byte. */
 #define ELF_OSABI_CUDA_V8 0x41
+#define CUBIN_MAX_SECTIONS ((uint64_t)1 << 22)
 
 static bool section_in_file(uint32_t type)
 {
@@ -94,7 +95,10 @@ static int probe_cubin(const unsigned char *p, size_t max_len, size_t *size)
 			nsec = rd64(p + shoff + 32);
 		if (nph == 0xffff)
 			nph = rd32(p + shoff + 44);
-		if (nsec > (max_len - shoff) / ELF_SHDR_SIZE)
+		/* With max_len SIZE_MAX the header is all we have to go on; a
+		 * cap keeps a corrupt count from walking off into memory that
+		 * far (4M sections would be a million kernels). */
+		if (nsec > (max_len - shoff) / ELF_SHDR_SIZE || nsec > CUBIN_MAX_SECTIONS)
 			return -EINVAL;
 		if (shoff + nsec * ELF_SHDR_SIZE > end)
 			end = shoff + nsec * ELF_SHDR_SIZE;
@@ -379,7 +383,7 @@ static bool better(const struct gs_fatbin_entry *c, const struct gs_fatbin_entry
 static int fatbin_choose(const void *fatbin, size_t size, unsigned sm,
 			 struct gs_fatbin_entry *out)
 {
-	struct gs_fatbin_entry e, cubin, ptx;
+	struct gs_fatbin_entry e, cubin = { 0 }, ptx = { 0 };
 	bool have_cubin = false, have_ptx = false;
 	size_t cursor = 0;
 	int ret;

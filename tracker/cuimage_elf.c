@@ -59,23 +59,20 @@ static void elf_init(void)
 }
 
 /* Grows *array (of elem bytes) so that index n fits. */
-static int grow(void *array, size_t *cap, size_t n, size_t elem)
+static void *grow(void *base, size_t *cap, size_t n, size_t elem)
 {
-	void **a = array;
 	size_t ncap;
 	void *p;
 
 	if (n < *cap)
-		return 0;
+		return base;
 	ncap = *cap ? *cap * 2 : 16;
 	if (ncap > SIZE_MAX / elem)
-		return -ENOMEM;
-	p = realloc(*a, ncap * elem);
-	if (!p)
-		return -ENOMEM;
-	*a = p;
-	*cap = ncap;
-	return 0;
+		return NULL;
+	p = realloc(base, ncap * elem);
+	if (p)
+		*cap = ncap;
+	return p;
 }
 
 struct param_rec {
@@ -115,10 +112,13 @@ static int parse_nv_info(const unsigned char *p, size_t n, struct gs_kernel_info
 
 			if (len < 12)
 				goto out;
-			if (grow(&recs, &cap, nrecs, sizeof *recs) != 0) {
+			struct param_rec *nr = grow(recs, &cap, nrecs, sizeof *recs);
+
+			if (!nr) {
 				ret = -ENOMEM;
 				goto out;
 			}
+			recs = nr;
 			recs[nrecs].ordinal = rd16(r + 4);
 			recs[nrecs].offset = rd16(r + 6);
 			recs[nrecs].size = attr == EIATTR_KPARAM_INFO ? rd32(r + 8) >> 18
@@ -153,6 +153,10 @@ static int parse_nv_info(const unsigned char *p, size_t n, struct gs_kernel_info
 	k->param_bytes = param_size >= 0 ? (size_t)param_size : end;
 	ret = 0;
 out:
+	if (ret) {
+		free(k->params);
+		k->params = NULL;
+	}
 	free(recs);
 	return ret;
 }
@@ -204,7 +208,7 @@ static int index_nv_info(struct cubin *c)
 static int add_kernel(struct cubin *c, struct gs_code_info *info, size_t *cap,
 		      const char *name, size_t text_idx)
 {
-	struct gs_kernel_info k = { 0 };
+	struct gs_kernel_info k = { 0 }, *kernels;
 	GElf_Shdr sh;
 	const char *sname = section_name(c, text_idx, &sh);
 	size_t info_idx;
@@ -231,11 +235,13 @@ static int add_kernel(struct cubin *c, struct gs_code_info *info, size_t *cap,
 			return ret;
 	}
 	k.name = strdup(name);
-	if (!k.name || grow(&info->kernels, cap, info->nkernels, sizeof k) != 0) {
+	kernels = k.name ? grow(info->kernels, cap, info->nkernels, sizeof k) : NULL;
+	if (!kernels) {
 		free(k.name);
 		free(k.params);
 		return -ENOMEM;
 	}
+	info->kernels = kernels;
 	info->kernels[info->nkernels++] = k;
 	return 0;
 }
@@ -243,7 +249,7 @@ static int add_kernel(struct cubin *c, struct gs_code_info *info, size_t *cap,
 static int add_global(struct cubin *c, struct gs_code_info *info, size_t *cap,
 		      const char *name, const GElf_Sym *sym, size_t sec_idx)
 {
-	struct gs_global_info g = { 0 };
+	struct gs_global_info g = { 0 }, *globals;
 	const unsigned char *bytes;
 	const char *sname;
 	GElf_Shdr sh;
@@ -272,10 +278,12 @@ static int add_global(struct cubin *c, struct gs_code_info *info, size_t *cap,
 		g.flags |= GS_GLOBAL_MANAGED;
 	g.size = sym->st_size;
 	g.name = strdup(name);
-	if (!g.name || grow(&info->globals, cap, info->nglobals, sizeof g) != 0) {
+	globals = g.name ? grow(info->globals, cap, info->nglobals, sizeof g) : NULL;
+	if (!globals) {
 		free(g.name);
 		return -ENOMEM;
 	}
+	info->globals = globals;
 	info->globals[info->nglobals++] = g;
 	return 0;
 }

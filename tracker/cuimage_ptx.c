@@ -292,23 +292,20 @@ static unsigned vector_of(const struct lexer *lx)
 	return 0;
 }
 
-static int grow(void *array, size_t *cap, size_t n, size_t elem)
+static void *grow(void *base, size_t *cap, size_t n, size_t elem)
 {
-	void **a = array;
 	size_t ncap;
 	void *p;
 
 	if (n < *cap)
-		return 0;
+		return base;
 	ncap = *cap ? *cap * 2 : 16;
 	if (ncap > SIZE_MAX / elem)
-		return -ENOMEM;
-	p = realloc(*a, ncap * elem);
-	if (!p)
-		return -ENOMEM;
-	*a = p;
-	*cap = ncap;
-	return 0;
+		return NULL;
+	p = realloc(base, ncap * elem);
+	if (p)
+		*cap = ncap;
+	return p;
 }
 
 static char *tok_dup(const struct lexer *lx)
@@ -375,7 +372,7 @@ static int parse_param(struct lexer *lx, size_t *cursor, struct gs_kparam *out)
 static int parse_entry(struct ptx *px, bool ext)
 {
 	struct lexer *lx = &px->lx;
-	struct gs_kernel_info k = { 0 };
+	struct gs_kernel_info k = { 0 }, *kernels;
 	size_t pcap = 0, cursor = 0;
 	bool body = false;
 	int ret = -EINVAL;
@@ -392,10 +389,13 @@ static int parse_entry(struct ptx *px, bool ext)
 		while (!tok_is(lx, ")")) {
 			if (!tok_is(lx, ".param"))
 				goto fail;
-			if (grow(&k.params, &pcap, k.nparams, sizeof *k.params) != 0) {
+			struct gs_kparam *np = grow(k.params, &pcap, k.nparams, sizeof *k.params);
+
+			if (!np) {
 				ret = -ENOMEM;
 				goto fail;
 			}
+			k.params = np;
 			ret = parse_param(lx, &cursor, &k.params[k.nparams]);
 			if (ret)
 				goto fail;
@@ -425,10 +425,12 @@ static int parse_entry(struct ptx *px, bool ext)
 		ret = 0;
 		goto fail;
 	}
-	if (grow(&px->info->kernels, &px->kcap, px->info->nkernels, sizeof k) != 0) {
+	kernels = grow(px->info->kernels, &px->kcap, px->info->nkernels, sizeof k);
+	if (!kernels) {
 		ret = -ENOMEM;
 		goto fail;
 	}
+	px->info->kernels = kernels;
 	px->info->kernels[px->info->nkernels++] = k;
 	return 0;
 fail:
@@ -607,7 +609,7 @@ static int add_global(struct ptx *px, char *name, uint64_t size, struct init *in
 		      bool has_init, unsigned flags)
 {
 	struct gs_code_info *info = px->info;
-	struct gs_global_info g = { 0 };
+	struct gs_global_info g = { 0 }, *globals;
 	unsigned char *init = NULL;
 	void **storage;
 
@@ -621,12 +623,15 @@ static int add_global(struct ptx *px, char *name, uint64_t size, struct init *in
 			memcpy(init, in->buf, in->cap < size ? in->cap : size);
 	}
 	/* storage[i] owns globals[i].init; both grow together. */
-	if (grow(&info->globals, &px->gcap, info->nglobals, sizeof g) != 0 ||
-	    grow(&info->storage, &px->scap, info->nglobals, sizeof(void *)) != 0) {
+	globals = grow(info->globals, &px->gcap, info->nglobals, sizeof g);
+	if (globals)
+		info->globals = globals;
+	storage = globals ? grow(info->storage, &px->scap, info->nglobals, sizeof(void *)) : NULL;
+	if (!storage) {
 		free(init);
 		return -ENOMEM;
 	}
-	storage = info->storage;
+	info->storage = storage;
 	g.name = name;
 	g.size = (size_t)size;
 	g.init = init;
@@ -771,7 +776,7 @@ int gs_ptx_parse(const char *ptx, size_t size, struct gs_code_info *info)
 		} else if (tok_is(lx, ".target") || tok_is(lx, ".file")) {
 			lex_next(lx);
 			lex_next(lx);
-			if (tok_is(lx, "\"") || (lx->tlen && lx->tok[0] == '"'))
+			if (lx->tlen && lx->tok[0] == '"') /* .file N "name" */
 				lex_next(lx);
 			while (tok_is(lx, ",")) {
 				lex_next(lx);

@@ -302,16 +302,31 @@ void gs_hmap_reclaim(struct gs_handlemap *m)
 
 /* ---- device ordinals ------------------------------------------------------ */
 
-int gs_devmap_init(struct gs_devmap *d, int count)
+static void devmap_identity(struct gs_devmap *d, int count)
 {
-	if (count < 0 || count > GS_MAX_DEVICES)
-		return -EINVAL;
-	pthread_mutex_init(&d->lock, NULL);
 	for (int i = 0; i < GS_MAX_DEVICES; i++) {
 		__atomic_store_n(&d->to_real[i], i < count ? i : -1, __ATOMIC_RELAXED);
 		__atomic_store_n(&d->to_app[i], i < count ? i : -1, __ATOMIC_RELAXED);
 	}
 	__atomic_store_n(&d->count, count, __ATOMIC_RELEASE);
+}
+
+int gs_devmap_init(struct gs_devmap *d, int count)
+{
+	if (count < 0 || count > GS_MAX_DEVICES)
+		return -EINVAL;
+	pthread_mutex_init(&d->lock, NULL);
+	devmap_identity(d, count);
+	return 0;
+}
+
+int gs_devmap_reset(struct gs_devmap *d, int count)
+{
+	if (count < 0 || count > GS_MAX_DEVICES)
+		return -EINVAL;
+	pthread_mutex_lock(&d->lock);
+	devmap_identity(d, count);
+	pthread_mutex_unlock(&d->lock);
 	return 0;
 }
 

@@ -112,6 +112,8 @@ struct gs_devmap {
 
 /* Identity map of `count` devices (0 <= count <= GS_MAX_DEVICES). */
 int gs_devmap_init(struct gs_devmap *d, int count);
+/* Back to identity with a new device count (an initialised map). */
+int gs_devmap_reset(struct gs_devmap *d, int count);
 int gs_devmap_count(struct gs_devmap *d);
 /* Real ordinal of app ordinal `app`, or -ENODEV. */
 int gs_devmap_to_real(struct gs_devmap *d, int app);

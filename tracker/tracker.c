@@ -35,24 +35,26 @@ static const char *const kind_names[GS_KIND_COUNT] = {
 	[GS_KIND_UNSUPPORTED] = "unsupported",
 };
 
-static const char *const unsup_names[GS_UNSUP_COUNT] = {
-	[GS_UNSUP_MEMPOOL] = "memory pool",
-	[GS_UNSUP_ASYNC_ALLOC] = "stream-ordered allocation",
-	[GS_UNSUP_ARRAY] = "CUDA array",
-	[GS_UNSUP_MIPMAPPED_ARRAY] = "mipmapped array",
-	[GS_UNSUP_MANAGED] = "managed memory",
-	[GS_UNSUP_IPC_MEM_EXPORT] = "IPC-exported memory",
-	[GS_UNSUP_IPC_MEM_IMPORT] = "IPC-imported memory",
-	[GS_UNSUP_IPC_EVENT_EXPORT] = "IPC-exported event",
-	[GS_UNSUP_IPC_EVENT_IMPORT] = "IPC-imported event",
-	[GS_UNSUP_SHAREABLE_EXPORT] = "exported allocation handle",
-	[GS_UNSUP_SHAREABLE_IMPORT] = "imported allocation handle",
-	[GS_UNSUP_MULTICAST] = "multicast object",
-	[GS_UNSUP_GRAPH] = "graph",
-	[GS_UNSUP_GRAPH_EXEC] = "graph exec",
-	[GS_UNSUP_STREAM_CAPTURE] = "stream capture in progress",
-	[GS_UNSUP_GREEN_CTX] = "green context",
+/* Short names (introspection keys) and what freeze --check says. */
+static const char *const unsup_names[GS_UNSUP_COUNT][2] = {
+	[GS_UNSUP_MEMPOOL] = { "mempool", "memory pool" },
+	[GS_UNSUP_ASYNC_ALLOC] = { "async_alloc", "stream-ordered allocation" },
+	[GS_UNSUP_ARRAY] = { "array", "CUDA array" },
+	[GS_UNSUP_MIPMAPPED_ARRAY] = { "mipmapped_array", "mipmapped CUDA array" },
+	[GS_UNSUP_MANAGED] = { "managed", "managed memory" },
+	[GS_UNSUP_IPC_MEM_EXPORT] = { "ipc_mem_export", "memory exported over IPC" },
+	[GS_UNSUP_IPC_MEM_IMPORT] = { "ipc_mem_import", "memory imported over IPC" },
+	[GS_UNSUP_IPC_EVENT_EXPORT] = { "ipc_event_export", "event exported over IPC" },
+	[GS_UNSUP_IPC_EVENT_IMPORT] = { "ipc_event_import", "event imported over IPC" },
+	[GS_UNSUP_SHAREABLE_EXPORT] = { "shareable_export", "allocation handle exported" },
+	[GS_UNSUP_SHAREABLE_IMPORT] = { "shareable_import", "allocation handle imported" },
+	[GS_UNSUP_MULTICAST] = { "multicast", "multicast object" },
+	[GS_UNSUP_GRAPH] = { "graph", "CUDA graph" },
+	[GS_UNSUP_GRAPH_EXEC] = { "graph_exec", "instantiated CUDA graph" },
+	[GS_UNSUP_STREAM_CAPTURE] = { "stream_capture", "stream capture in progress" },
+	[GS_UNSUP_GREEN_CTX] = { "green_ctx", "green context" },
 };
+
 
 _Static_assert(CU_FUNC_ATTRIBUTE_MAX <= GS_FUNC_ATTRS, "GS_FUNC_ATTRS too small");
 _Static_assert(CU_LIMIT_MAX <= 32, "limits_set holds one bit per CUlimit");
@@ -64,7 +66,12 @@ const char *gs_kind_name(enum gs_kind kind)
 
 const char *gs_unsup_name(enum gs_unsup_kind what)
 {
-	return (unsigned)what < GS_UNSUP_COUNT ? unsup_names[what] : "?";
+	return (unsigned)what < GS_UNSUP_COUNT ? unsup_names[what][0] : "?";
+}
+
+const char *gs_unsup_describe(enum gs_unsup_kind what)
+{
+	return (unsigned)what < GS_UNSUP_COUNT ? unsup_names[what][1] : "?";
 }
 
 bool trk_has_handles(enum gs_kind kind)
@@ -174,8 +181,7 @@ struct gs_rec *trk_find(enum gs_kind kind, uint64_t app)
 								  : NULL;
 }
 
-/* The record whose real handle is `real`, or NULL. */
-static struct gs_rec *find_real(enum gs_kind kind, uint64_t real)
+struct gs_rec *trk_find_real(enum gs_kind kind, uint64_t real)
 {
 	uint64_t app;
 
@@ -305,7 +311,12 @@ static void drop_dependents(struct gs_rec *r)
 	case GS_KIND_ALLOC:
 		trk_unsup_drop_key(GS_UNSUP_IPC_MEM_EXPORT, r->app);
 		break;
+	case GS_KIND_MODULE:
+	case GS_KIND_KERNEL:
+		trk_code_drop_dependents(r);
+		break;
 	case GS_KIND_LIBRARY:
+		trk_code_drop_dependents(r);
 		trk_unsup_drop_parent(r->app);
 		break;
 	case GS_KIND_PHYS:
@@ -409,14 +420,14 @@ out:
 	return rc;
 }
 
-static bool device_ok(int device)
+bool trk_device_ok(int device)
 {
 	return device >= 0 && device < GS_MAX_DEVICES;
 }
 
 int gs_trk_device_set_sm(int device, int sm)
 {
-	if (!device_ok(device) || sm < 0)
+	if (!trk_device_ok(device) || sm < 0)
 		return -EINVAL;
 	trk_lock();
 	gs_trk.dev[device].sm = sm;
@@ -426,7 +437,7 @@ int gs_trk_device_set_sm(int device, int sm)
 
 int gs_trk_device_get(int device, struct gs_device_info *out)
 {
-	if (!device_ok(device))
+	if (!trk_device_ok(device))
 		return -EINVAL;
 	trk_lock();
 	*out = gs_trk.dev[device];
@@ -434,447 +445,16 @@ int gs_trk_device_get(int device, struct gs_device_info *out)
 	return 0;
 }
 
-/* ---- contexts ------------------------------------------------------------------ */
-
-static struct gs_ctx_rec *ctx_find(uint64_t app)
-{
-	return (struct gs_ctx_rec *)trk_find(GS_KIND_CTX, app);
-}
-
-/* A new real context handle replaces any record still holding the value:
- * the driver only reuses a handle once the old context is gone, so such a
- * record is stale (its destruction went by a path the hooks did not see). */
-static void drop_stale(enum gs_kind kind, uint64_t real);
-
-static int ctx_new(uint64_t real, int device, enum gs_ctx_origin origin, bool primary,
-		   unsigned flags, struct gs_ctx_rec **out)
-{
-	struct gs_ctx_rec *c = calloc(1, sizeof(*c));
-	int rc;
-
-	if (!c)
-		return -ENOMEM;
-	c->origin = origin;
-	c->primary = primary;
-	c->device = device;
-	c->flags = flags;
-	rc = trk_link(&c->hdr, GS_KIND_CTX, real, 0, false);
-	if (rc) {
-		free(c);
-		return rc;
-	}
-	if (primary)
-		gs_trk.primary[device] = c->hdr.app;
-	*out = c;
-	return 0;
-}
-
-int gs_trk_ctx_created(CUcontext real, int device, unsigned flags,
-		       const CUctxCreateParams *params, CUcontext *app)
-{
-	struct gs_ctx_rec *c;
-	int rc;
-
-	if (!real || !device_ok(device))
-		return -EINVAL;
-	trk_lock();
-	drop_stale(GS_KIND_CTX, (uintptr_t)real);
-	rc = ctx_new((uintptr_t)real, device, GS_CTX_CREATED, false, flags, &c);
-	if (rc)
-		goto out;
-	if (params && params->execAffinityParams && params->numExecAffinityParams > 0) {
-		size_t n = (size_t)params->numExecAffinityParams;
-
-		c->affinity = calloc(n, sizeof(*c->affinity));
-		if (c->affinity) {
-			memcpy(c->affinity, params->execAffinityParams, n * sizeof(*c->affinity));
-			c->naffinity = params->numExecAffinityParams;
-		} else {
-			rc = -ENOMEM;
-		}
-	}
-	c->cig = params && params->cigParams;
-	if (app)
-		*app = (CUcontext)(uintptr_t)c->hdr.app;
-out:
-	trk_unlock();
-	return rc;
-}
-
-int gs_trk_primary_retained(int device, CUcontext real, CUcontext *app)
-{
-	struct gs_ctx_rec *c;
-	int rc = 0;
-
-	if (!real || !device_ok(device))
-		return -EINVAL;
-	trk_lock();
-	c = (struct gs_ctx_rec *)find_real(GS_KIND_CTX, (uintptr_t)real);
-	if (c && c->device != device) {
-		ctx_drop_all(c);
-		c = NULL;
-	}
-	if (!c) {
-		rc = ctx_new((uintptr_t)real, device, GS_CTX_PRIMARY, true,
-			     gs_trk.dev[device].primary_flags, &c);
-		if (rc)
-			goto out;
-	}
-	/* An adopted context turns out to be the primary one: from now on
-	 * it is retained like one. */
-	c->primary = true;
-	gs_trk.primary[device] = c->hdr.app;
-	c->retains++;
-	if (app)
-		*app = (CUcontext)(uintptr_t)c->hdr.app;
-out:
-	trk_unlock();
-	return rc;
-}
-
-int gs_trk_ctx_adopt(CUcontext real, int device, bool primary, CUcontext *app)
-{
-	struct gs_ctx_rec *c;
-	int rc = 0;
-
-	if (!real || !device_ok(device))
-		return -EINVAL;
-	trk_lock();
-	c = (struct gs_ctx_rec *)find_real(GS_KIND_CTX, (uintptr_t)real);
-	if (c) {
-		rc = 1;
-	} else {
-		rc = ctx_new((uintptr_t)real, device, GS_CTX_ADOPTED, primary,
-			     primary ? gs_trk.dev[device].primary_flags : 0, &c);
-		if (rc)
-			goto out;
-	}
-	if (app)
-		*app = (CUcontext)(uintptr_t)c->hdr.app;
-out:
-	trk_unlock();
-	return rc;
-}
-
-int gs_trk_ctx_from_green(CUcontext real, CUgreenCtx green, int device, CUcontext *app)
-{
-	struct gs_ctx_rec *c;
-	int rc = 0;
-
-	if (!real || !device_ok(device))
-		return -EINVAL;
-	trk_lock();
-	c = (struct gs_ctx_rec *)find_real(GS_KIND_CTX, (uintptr_t)real);
-	if (c) {
-		rc = 1;
-	} else {
-		rc = ctx_new((uintptr_t)real, device, GS_CTX_GREEN, false, 0, &c);
-		if (rc)
-			goto out;
-		c->green = (uintptr_t)green;
-	}
-	if (app)
-		*app = (CUcontext)(uintptr_t)c->hdr.app;
-out:
-	trk_unlock();
-	return rc;
-}
-
-/* Unsupported objects that die with their context. */
-static bool unsup_ctx_bound(enum gs_unsup_kind w)
-{
-	switch (w) {
-	case GS_UNSUP_ASYNC_ALLOC:
-	case GS_UNSUP_ARRAY:
-	case GS_UNSUP_MIPMAPPED_ARRAY:
-	case GS_UNSUP_MANAGED:
-	case GS_UNSUP_IPC_MEM_IMPORT:
-	case GS_UNSUP_GRAPH_EXEC:
-	case GS_UNSUP_STREAM_CAPTURE:
-		return true;
-	default:
-		return false;
-	}
-}
-
-/* Everything the context held, lock held; the context record stays. */
-static void drop_ctx_children(uint64_t ctx)
-{
-	struct gs_rec *r, *next;
-
-	for (r = gs_trk.kinds[GS_KIND_STREAM].head; r; r = next) {
-		next = r->next;
-		if (((struct gs_stream_rec *)r)->ctx == ctx)
-			trk_drop(r);
-	}
-	for (r = gs_trk.kinds[GS_KIND_EVENT].head; r; r = next) {
-		next = r->next;
-		if (((struct gs_event_rec *)r)->ctx == ctx)
-			trk_drop(r);
-	}
-	trk_code_drop_ctx(ctx);
-	trk_mem_drop_ctx(ctx);
-	for (r = gs_trk.kinds[GS_KIND_UNSUPPORTED].head; r; r = next) {
-		struct gs_unsup_rec *u = (struct gs_unsup_rec *)r;
-
-		next = r->next;
-		if (u->ctx == ctx && unsup_ctx_bound(u->what))
-			trk_drop(r);
-	}
-}
-
-/* Let the memory layers free what they serve for ctx. Called without the
- * lock: they call back into the tracker. */
-static void run_teardown(uint64_t ctx)
-{
-	struct {
-		gs_trk_teardown_fn *fn;
-		void *arg;
-	} cbs[TRK_MAX_TEARDOWN];
-	unsigned n;
-
-	trk_lock();
-	n = gs_trk.nteardown;
-	memcpy(cbs, gs_trk.teardown, n * sizeof(cbs[0]));
-	trk_unlock();
-	for (unsigned i = 0; i < n; i++)
-		cbs[i].fn((CUcontext)(uintptr_t)ctx, cbs[i].arg);
-}
-
-int gs_trk_on_ctx_teardown(gs_trk_teardown_fn *fn, void *arg)
-{
-	int rc = 0;
-
-	if (!fn)
-		return -EINVAL;
-	trk_lock();
-	if (gs_trk.nteardown == TRK_MAX_TEARDOWN) {
-		rc = -ENOSPC;
-	} else {
-		gs_trk.teardown[gs_trk.nteardown].fn = fn;
-		gs_trk.teardown[gs_trk.nteardown].arg = arg;
-		gs_trk.nteardown++;
-	}
-	trk_unlock();
-	return rc;
-}
-
-/* A context that is gone, with everything it held. Lock held. The teardown
- * callbacks are the caller's business (they need the lock released). */
-static void ctx_drop_all(struct gs_ctx_rec *c)
-{
-	drop_ctx_children(c->hdr.app);
-	if (c->primary && gs_trk.primary[c->device] == c->hdr.app)
-		gs_trk.primary[c->device] = 0;
-	trk_drop(&c->hdr);
-}
-
-static void ctx_reset_settings(struct gs_ctx_rec *c)
-{
-	c->limits_set = 0;
-	memset(c->limits, 0, sizeof(c->limits));
-	c->cache_config_set = false;
-	c->shmem_config_set = false;
-	c->peers_enabled = 0;
-}
-
-int gs_trk_ctx_destroyed(CUcontext ctx)
-{
-	struct gs_ctx_rec *c;
-	int rc = 0;
-
-	if (!ctx)
-		return -EINVAL;
-	run_teardown((uintptr_t)ctx);
-	trk_lock();
-	c = ctx_find((uintptr_t)ctx);
-	if (c) {
-		ctx_drop_all(c);
-	} else {
-		/* Unknown to the tracker, but whatever was recorded as its
-		 * children is gone all the same. */
-		drop_ctx_children((uintptr_t)ctx);
-		rc = -ENOENT;
-	}
-	trk_unlock();
-	return rc;
-}
-
-static struct gs_ctx_rec *primary_of(int device)
-{
-	return gs_trk.primary[device] ? ctx_find(gs_trk.primary[device]) : NULL;
-}
-
-int gs_trk_primary_released(int device, bool still_active)
-{
-	struct gs_ctx_rec *c;
-	uint64_t app;
-
-	if (!device_ok(device))
-		return -EINVAL;
-	trk_lock();
-	c = primary_of(device);
-	if (!c) {
-		trk_unlock();
-		return -ENOENT;
-	}
-	if (c->retains)
-		c->retains--;
-	app = c->hdr.app;
-	trk_unlock();
-	if (still_active)
-		return 0;
-
-	/* The driver reset the context at its last release. */
-	run_teardown(app);
-	trk_lock();
-	c = ctx_find(app);
-	if (c)
-		ctx_drop_all(c);
-	trk_unlock();
-	return 0;
-}
-
-int gs_trk_primary_reset(int device)
-{
-	struct gs_ctx_rec *c;
-	uint64_t app;
-
-	if (!device_ok(device))
-		return -EINVAL;
-	trk_lock();
-	c = primary_of(device);
-	app = c ? c->hdr.app : 0;
-	trk_unlock();
-	if (!app)
-		return -ENOENT;
-	run_teardown(app);
-	trk_lock();
-	drop_ctx_children(app);
-	c = ctx_find(app);
-	if (c)
-		ctx_reset_settings(c);
-	trk_unlock();
-	return 0;
-}
-
-int gs_trk_primary_set_flags(int device, unsigned flags)
-{
-	struct gs_ctx_rec *c;
-
-	if (!device_ok(device))
-		return -EINVAL;
-	trk_lock();
-	gs_trk.dev[device].primary_flags = flags;
-	gs_trk.dev[device].primary_flags_set = true;
-	c = primary_of(device);
-	if (c)
-		c->flags = flags;
-	trk_unlock();
-	return 0;
-}
-
-int gs_trk_ctx_device(CUcontext ctx)
-{
-	struct gs_ctx_rec *c;
-	int rc;
-
-	trk_lock();
-	c = ctx_find((uintptr_t)ctx);
-	rc = c ? c->device : -ENOENT;
-	trk_unlock();
-	return rc;
-}
-
-/* The context record with the lock held, or NULL (lock released). */
-static struct gs_ctx_rec *ctx_lock(CUcontext ctx)
-{
-	struct gs_ctx_rec *c;
-
-	trk_lock();
-	c = ctx_find((uintptr_t)ctx);
-	if (!c)
-		trk_unlock();
-	return c;
-}
-
-int gs_trk_ctx_set_flags(CUcontext ctx, unsigned flags)
-{
-	struct gs_ctx_rec *c = ctx_lock(ctx);
-
-	if (!c)
-		return -ENOENT;
-	c->flags = flags;
-	trk_unlock();
-	return 0;
-}
-
-int gs_trk_ctx_set_limit(CUcontext ctx, CUlimit limit, size_t value)
-{
-	struct gs_ctx_rec *c;
-
-	if ((unsigned)limit >= CU_LIMIT_MAX)
-		return -EINVAL;
-	c = ctx_lock(ctx);
-	if (!c)
-		return -ENOENT;
-	c->limits[limit] = value;
-	c->limits_set |= 1u << limit;
-	trk_unlock();
-	return 0;
-}
-
-int gs_trk_ctx_set_cache_config(CUcontext ctx, CUfunc_cache config)
-{
-	struct gs_ctx_rec *c = ctx_lock(ctx);
-
-	if (!c)
-		return -ENOENT;
-	c->cache_config = config;
-	c->cache_config_set = true;
-	trk_unlock();
-	return 0;
-}
-
-int gs_trk_ctx_set_shmem_config(CUcontext ctx, CUsharedconfig config)
-{
-	struct gs_ctx_rec *c = ctx_lock(ctx);
-
-	if (!c)
-		return -ENOENT;
-	c->shmem_config = config;
-	c->shmem_config_set = true;
-	trk_unlock();
-	return 0;
-}
-
-int gs_trk_ctx_peer_access(CUcontext ctx, int peer_device, bool enabled)
-{
-	struct gs_ctx_rec *c;
-
-	if (peer_device < 0 || peer_device >= 64)
-		return -EINVAL;
-	c = ctx_lock(ctx);
-	if (!c)
-		return -ENOENT;
-	if (enabled)
-		c->peers_enabled |= 1ull << peer_device;
-	else
-		c->peers_enabled &= ~(1ull << peer_device);
-	trk_unlock();
-	return 0;
-}
-
 /* ---- streams and events ------------------------------------------------------------ */
 
-static void drop_stale(enum gs_kind kind, uint64_t real)
+void trk_drop_stale(enum gs_kind kind, uint64_t real)
 {
-	struct gs_rec *r = find_real(kind, real);
+	struct gs_rec *r = trk_find_real(kind, real);
 
 	if (!r)
 		return;
 	if (kind == GS_KIND_CTX)
-		ctx_drop_all((struct gs_ctx_rec *)r);
+		trk_ctx_drop_all((struct gs_ctx_rec *)r);
 	else
 		trk_drop(r);
 }
@@ -896,7 +476,7 @@ static int stream_new(uint64_t ctx, uint64_t real, unsigned flags, int priority,
 	s->priority_set = priority_set;
 	s->green = green;
 	trk_lock();
-	drop_stale(GS_KIND_STREAM, real);
+	trk_drop_stale(GS_KIND_STREAM, real);
 	rc = trk_link(&s->hdr, GS_KIND_STREAM, real, 0, false);
 	if (!rc && app)
 		*app = (CUstream)(uintptr_t)s->hdr.app;
@@ -992,7 +572,7 @@ int gs_trk_event_created(CUcontext ctx, CUevent real, unsigned flags, bool ipc_i
 	e->flags = flags;
 	e->ipc_imported = ipc_imported;
 	trk_lock();
-	drop_stale(GS_KIND_EVENT, (uintptr_t)real);
+	trk_drop_stale(GS_KIND_EVENT, (uintptr_t)real);
 	rc = trk_link(&e->hdr, GS_KIND_EVENT, (uintptr_t)real, 0, false);
 	if (!rc && app)
 		*app = (CUevent)(uintptr_t)e->hdr.app;
@@ -1178,8 +758,8 @@ int gs_trk_with(enum gs_kind kind, uint64_t app, gs_trk_visit_fn *fn, void *arg)
 	return rc;
 }
 
-static int report(gs_trk_problem_fn *fn, void *arg, const struct gs_rec *r, const char *why,
-		  bool *stop)
+int trk_report(gs_trk_problem_fn *fn, void *arg, const struct gs_rec *r, const char *why,
+	       bool *stop)
 {
 	if (*stop)
 		return 0;
@@ -1198,21 +778,21 @@ int gs_trk_check(gs_trk_problem_fn *fn, void *arg)
 		return -EINVAL;
 	trk_lock();
 	for (r = gs_trk.kinds[GS_KIND_UNSUPPORTED].head; r && !stop; r = r->next)
-		n += report(fn, arg, r, gs_unsup_name(((const struct gs_unsup_rec *)r)->what),
+		n += trk_report(fn, arg, r, gs_unsup_describe(((const struct gs_unsup_rec *)r)->what),
 			    &stop);
 	for (r = gs_trk.kinds[GS_KIND_CTX].head; r && !stop; r = r->next) {
 		const struct gs_ctx_rec *c = (const struct gs_ctx_rec *)r;
 
 		if (c->cig)
-			n += report(fn, arg, r, "context shares a graphics context (CIG)", &stop);
+			n += trk_report(fn, arg, r, "context shares a graphics context (CIG)", &stop);
 		if (c->origin == GS_CTX_GREEN)
-			n += report(fn, arg, r, "context of a green context", &stop);
+			n += trk_report(fn, arg, r, "context of a green context", &stop);
 		else if (c->origin == GS_CTX_ADOPTED && !c->primary)
-			n += report(fn, arg, r, "context of unknown origin", &stop);
+			n += trk_report(fn, arg, r, "context of unknown origin", &stop);
 	}
 	for (r = gs_trk.kinds[GS_KIND_STREAM].head; r && !stop; r = r->next)
 		if (((const struct gs_stream_rec *)r)->green)
-			n += report(fn, arg, r, "stream of a green context", &stop);
+			n += trk_report(fn, arg, r, "stream of a green context", &stop);
 	if (!stop)
 		n += trk_code_check(fn, arg, &stop);
 	if (!stop)

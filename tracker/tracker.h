@@ -85,7 +85,10 @@ enum gs_unsup_kind {
 	GS_UNSUP_COUNT
 };
 
+/* "mempool", "graph", ...: a short name (introspection keys). */
 const char *gs_unsup_name(enum gs_unsup_kind what);
+/* "memory pool", "CUDA graph", ...: for messages. */
+const char *gs_unsup_describe(enum gs_unsup_kind what);
 
 /* ---- records ---------------------------------------------------------------
  *
@@ -266,9 +269,14 @@ struct gs_function_rec {
 	unsigned shared_size;
 };
 
-/* A per-device kernel setting: cuKernelSetAttribute (attr >= 0) or
- * cuKernelSetCacheConfig (attr == GS_KERNEL_CACHE_CONFIG). */
+/* A per-device kernel setting: cuKernelSetAttribute (attr >= 0),
+ * cuKernelSetCacheConfig (attr == GS_KERNEL_CACHE_CONFIG), or
+ * cuFuncSetSharedMemConfig on a kernel (GS_KERNEL_SHMEM_CONFIG). device -1:
+ * every device (a CUkernel passed as a CUfunction). One entry per (device,
+ * attr), in the order they were last set: replaying them in order gives the
+ * driver's state. */
 #define GS_KERNEL_CACHE_CONFIG (-1)
+#define GS_KERNEL_SHMEM_CONFIG (-2)
 struct gs_kernel_setting {
 	int device;
 	int attr;
@@ -419,8 +427,8 @@ void gs_trk_clear(void);
  * function, kernel, link, phys); NULL for address-keyed kinds. */
 struct gs_handlemap *gs_trk_handlemap(enum gs_kind kind);
 
-/* The device-ordinal map (identity for every ordinal until narrowed with
- * gs_devmap_init by the shim's start-up). */
+/* The device-ordinal map (identity for every ordinal until the shim's
+ * start-up narrows it to the device count with gs_devmap_reset). */
 struct gs_devmap *gs_trk_devmap(void);
 
 /* Thaw: the object behind app handle `app` now has real handle `real`.
@@ -450,16 +458,22 @@ int gs_trk_primary_retained(int device, CUcontext real, CUcontext *app);
  * cuDevicePrimaryCtxGetState said afterwards (the driver resets the context
  * at the last release, which may come from a retain the shim never saw). */
 int gs_trk_primary_released(int device, bool still_active);
-/* cuDevicePrimaryCtxReset: everything the primary context held is gone. */
-int gs_trk_primary_reset(int device);
+/* cuDevicePrimaryCtxReset: everything the primary context held is gone;
+ * the record stays when the context is `still_active` (retained: the driver
+ * keeps the handle usable, empty). */
+int gs_trk_primary_reset(int device, bool still_active);
 int gs_trk_primary_set_flags(int device, unsigned flags);
 /* A context seen current but never seen created: record it. `primary` when
  * the hook established it is the device's primary context. Returns 1 when it
  * was already known. */
 int gs_trk_ctx_adopt(CUcontext real, int device, bool primary, CUcontext *app);
 int gs_trk_ctx_from_green(CUcontext real, CUgreenCtx green, int device, CUcontext *app);
-/* cuCtxDestroy succeeded: the context and everything it held are gone. */
+/* cuCtxDestroy succeeded: the context and everything it held are gone,
+ * allocation and host-memory records included. The primary-context
+ * functions do the same when the driver resets it. */
 int gs_trk_ctx_destroyed(CUcontext ctx);
+/* The app handle of a device's primary context record, or NULL. */
+CUcontext gs_trk_primary_ctx(int device);
 /* The device of a known context: >= 0, or -ENOENT. */
 int gs_trk_ctx_device(CUcontext ctx);
 int gs_trk_ctx_set_flags(CUcontext ctx, unsigned flags);
@@ -471,9 +485,10 @@ int gs_trk_ctx_peer_access(CUcontext ctx, int peer_device, bool enabled);
 /*
  * Context teardown callbacks: run, outside the tracker lock, when a
  * context's resources die (cuCtxDestroy, the last primary release, a primary
- * reset), before the tracker drops that context's remaining records
- * (allocations and host memory included, as the driver frees them). The
- * shim's memory layers register here to free what they serve for it.
+ * reset), before the tracker drops that context's records (allocations and
+ * host memory included, as the driver frees them). The shim's memory layers
+ * register here to free what they serve for the context; a callback may
+ * call the tracker. At most 8 callbacks; -ENOSPC beyond.
  */
 typedef void gs_trk_teardown_fn(CUcontext ctx, void *arg);
 int gs_trk_on_ctx_teardown(gs_trk_teardown_fn *fn, void *arg);
@@ -557,7 +572,8 @@ int gs_trk_kernel_set_attr(CUkernel k, CUfunction_attribute attr, int value, int
 int gs_trk_kernel_set_cache_config(CUkernel k, CUfunc_cache config, int device);
 
 /* cuModuleGetGlobal / cuLibraryGetGlobal. owner_kind GS_KIND_MODULE or
- * GS_KIND_LIBRARY. A repeated look-up returns 1. */
+ * GS_KIND_LIBRARY; ctx NULL for a module's global means the module's
+ * context. A repeated look-up returns 1. */
 int gs_trk_global_found(enum gs_kind owner_kind, uint64_t owner, CUcontext ctx,
 			const char *name, CUdeviceptr addr, size_t size);
 

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Internals shared by the tracker's source files:
- *   tracker.c   state, record lists and indexes, contexts, streams, events,
+ *   tracker.c   state, record lists and indexes, devices, streams, events,
  *               unsupported objects, statistics, iteration, check
- *   trk_code.c  modules, libraries, functions, kernels, globals, link states,
- *               image copies, option filtering, kernel layouts
+ *   trk_ctx.c   contexts
+ *   trk_image.c image copies, option filtering, kernel layouts
+ *   trk_code.c  modules, libraries, functions, kernels, globals, link states
  *   trk_mem.c   arena allocations, host memory, reservations, physical
  *               handles, mappings, access
  */
@@ -66,9 +67,13 @@ struct gs_rec *trk_find(enum gs_kind kind, uint64_t app);
  * link the record: serial, list, index, accounting. For address kinds app ==
  * real == the address. Returns 0, or -errno with nothing linked. Lock held. */
 int trk_link(struct gs_rec *r, enum gs_kind kind, uint64_t real, uint64_t bytes, bool shim);
-/* Link with a given app value (already chosen). */
-int trk_link_app(struct gs_rec *r, enum gs_kind kind, uint64_t app, uint64_t real,
-		 uint64_t bytes, bool shim);
+/* The record whose real handle is `real`, or NULL. Lock held. */
+struct gs_rec *trk_find_real(enum gs_kind kind, uint64_t real);
+/* Drop a record still holding a real handle the driver just handed out for
+ * a new object: the driver reuses a value only once the old object is gone,
+ * so that record is stale (its destruction took a path the hooks did not
+ * see). Lock held. */
+void trk_drop_stale(enum gs_kind kind, uint64_t real);
 /* Unlink (list, index, handle map, accounting) and free the record with the
  * kind's destructor. Lock held. */
 void trk_drop(struct gs_rec *r);
@@ -82,19 +87,45 @@ void trk_free_code_rec(struct gs_rec *r);  /* module, library, function, kernel,
 					    * global, link */
 void trk_free_mem_rec(struct gs_rec *r);   /* alloc, host, resv, phys, mapping */
 
+bool trk_device_ok(int device);
+/* A context that is gone, with everything it held. Lock held. */
+void trk_ctx_drop_all(struct gs_ctx_rec *c);
+
 /* Cascades, lock held. */
+void trk_code_drop_dependents(struct gs_rec *r); /* of a module, library, kernel */
 void trk_code_drop_ctx(uint64_t ctx);        /* modules, functions, globals of ctx */
 void trk_mem_drop_ctx(uint64_t ctx);         /* allocations and host memory of ctx */
 void trk_unsup_drop_key(enum gs_unsup_kind what, uint64_t key);
 void trk_unsup_drop_parent(uint64_t parent);
+/* Report one problem to a gs_trk_check callback unless it asked to stop;
+ * returns 1 when reported. */
+int trk_report(gs_trk_problem_fn *fn, void *arg, const struct gs_rec *r, const char *why,
+	       bool *stop);
 /* Problems of code and memory records for gs_trk_check; lock held.
  * Returns the count, and *stop when fn asked to stop. */
 int trk_code_check(gs_trk_problem_fn *fn, void *arg, bool *stop);
 int trk_mem_check(gs_trk_problem_fn *fn, void *arg, bool *stop);
 void trk_mem_clear(void);
 
-/* Small helpers. */
 char *trk_strdup(const char *s);
+
+/* trk_image.c. Option lists keep only what a reload can replay. */
+int trk_jit_copy(struct gs_optlist *l, unsigned n, const CUjit_option *opts,
+		 void *const *vals);
+int trk_libopts_copy(struct gs_optlist *l, unsigned n, const CUlibraryOption *opts,
+		     void *const *vals);
+void trk_optlist_free(struct gs_optlist *l);
 int trk_read_file(const char *path, void **data, size_t *size);
+/* Copy an image the driver accepted: from memory (`known` its size, or 0 to
+ * probe it) or from a file. Failures are recorded in img->error. */
+void trk_image_copy_mem(struct gs_image_copy *img, const void *image, size_t known);
+void trk_image_copy_file(struct gs_image_copy *img, const char *path);
+void trk_image_free(struct gs_image_copy *img);
+/* Select and parse the code for sm; never NULL unless out of memory, a
+ * failure is in ->error. The image must not change meanwhile. */
+struct gs_layouts *trk_layouts_parse(const struct gs_image_copy *img, unsigned sm);
+const struct gs_layouts *trk_layouts_find(const struct gs_image_copy *img, unsigned sm);
+void trk_layouts_free(struct gs_layouts *l);
+const struct gs_kernel_info *trk_layout_kernel(const struct gs_layouts *l, const char *name);
 
 #endif

@@ -57,10 +57,21 @@ static void teardown(void)
 	fake_vmm_fini(&f);
 }
 
+/* gs_arena_alloc keeping only the address. */
+static CUresult alloc_va(struct gs_arena *ar, uint64_t size, CUcontext ctx, uint64_t *va)
+{
+	struct gs_arena_allocation al;
+	CUresult rc = gs_arena_alloc(ar, size, ctx, &al);
+
+	if (rc == CUDA_SUCCESS)
+		*va = al.va;
+	return rc;
+}
+
 static uint64_t alloc_ok(uint64_t size, CUcontext ctx)
 {
 	uint64_t va = 0;
-	CUresult rc = gs_arena_alloc(a, size, ctx, &va);
+	CUresult rc = alloc_va(a, size, ctx, &va);
 	cr_assert_eq(rc, CUDA_SUCCESS, "alloc %lu: %d", size, rc);
 	return va;
 }
@@ -160,7 +171,7 @@ Test(arena_core, hint_not_honoured)
 	gs_arena_window(b, &base, &size);
 	cr_expect_eq(base, cfg.base + f.misplace);
 	uint64_t va;
-	cr_expect_eq(gs_arena_alloc(b, 100, CTX1, &va), CUDA_SUCCESS);
+	cr_expect_eq(alloc_va(b, 100, CTX1, &va), CUDA_SUCCESS);
 	cr_expect(gs_arena_in_window(b, va));
 	gs_arena_destroy(b);
 }
@@ -169,9 +180,9 @@ Test(arena_core, zero_and_huge)
 {
 	uint64_t va = 0xdead;
 
-	cr_expect_eq(gs_arena_alloc(a, 0, CTX1, &va), CUDA_ERROR_INVALID_VALUE);
-	cr_expect_eq(gs_arena_alloc(a, 1025 * GRAN, CTX1, &va), CUDA_ERROR_OUT_OF_MEMORY);
-	cr_expect_eq(gs_arena_alloc(a, UINT64_MAX, CTX1, &va), CUDA_ERROR_OUT_OF_MEMORY);
+	cr_expect_eq(alloc_va(a, 0, CTX1, &va), CUDA_ERROR_INVALID_VALUE);
+	cr_expect_eq(alloc_va(a, 1025 * GRAN, CTX1, &va), CUDA_ERROR_OUT_OF_MEMORY);
+	cr_expect_eq(alloc_va(a, UINT64_MAX, CTX1, &va), CUDA_ERROR_OUT_OF_MEMORY);
 	cr_expect_eq(va, 0xdead, "output untouched on failure");
 	cr_expect_eq(f.calls[FAKE_CREATE], 0);
 }
@@ -249,13 +260,21 @@ Test(arena_sized, spare_chunk_is_reused_and_trimmed, .init = setup_small_spare)
 	cr_expect_eq(gs_arena_free(a, x), CUDA_SUCCESS);
 	cr_expect_eq(stats().spare_chunks, 1);
 	cr_expect_eq(fake_vmm_handles(&f), 1, "one empty chunk kept");
-	/* Alloc/free in a loop costs no driver call. */
+	/* Alloc/free in a loop costs no driver call; the spare also serves a
+	 * one-granule allocation. */
 	unsigned creates = f.calls[FAKE_CREATE];
 	for (int i = 0; i < 100; i++) {
-		x = alloc_ok(i % 2 ? 100 : GRAN, CTX1);
+		x = alloc_ok(100 + 1000 * i, CTX1);
 		cr_expect_eq(gs_arena_free(a, x), CUDA_SUCCESS);
 	}
+	x = alloc_ok(GRAN, CTX1);
 	cr_expect_eq(f.calls[FAKE_CREATE], creates);
+	cr_expect_eq(stats().spare_chunks, 0);
+	/* A freed large allocation goes back to the driver at once. */
+	cr_expect_eq(gs_arena_free(a, x), CUDA_SUCCESS);
+	cr_expect_eq(fake_vmm_handles(&f), 0);
+	x = alloc_ok(100, CTX1);
+	cr_expect_eq(gs_arena_free(a, x), CUDA_SUCCESS);
 	/* Only one spare, whatever empties. */
 	uint64_t p = alloc_ok(100, CTX1), q = alloc_ok(10000, CTX1);
 	gs_arena_free(a, p);
@@ -340,6 +359,25 @@ Test(arena_core, lookup)
 	cr_expect(gs_arena_lookup(a, s2, &al), "its neighbour is not");
 }
 
+Test(arena_core, allocation_record)
+{
+	struct gs_arena_allocation al, found;
+
+	cr_assert_eq(gs_arena_alloc(a, 1000, CTX2, &al), CUDA_SUCCESS);
+	cr_expect_eq(al.size, 1000);
+	cr_expect_eq(al.ctx, CTX2);
+	cr_expect_eq(al.footprint, 1024, "the 1 KiB slot");
+	cr_expect_eq(al.chunk_size, GRAN);
+	cr_assert(gs_arena_lookup(a, al.va, &found));
+	cr_expect_eq(found.buffer_id, al.buffer_id);
+	cr_expect_eq(found.footprint, al.footprint);
+	cr_assert_eq(gs_arena_alloc(a, 5 * MiB, CTX2, &al), CUDA_SUCCESS);
+	cr_expect_eq(al.footprint, 6 * MiB, "whole granules");
+	cr_expect_eq(al.chunk_va, al.va);
+	cr_assert_eq(gs_arena_alloc(a, 1537, CTX2, &al), CUDA_SUCCESS);
+	cr_expect_eq(al.footprint, 2048);
+}
+
 Test(arena_core, buffer_ids_unique_and_not_reused)
 {
 	struct gs_arena_allocation al;
@@ -378,13 +416,13 @@ Test(arena_sized, fragmentation_coalesces, .init = setup_small)
 	for (int i = 0; i < 32; i++)
 		va[i] = alloc_ok(2 * GRAN, CTX1);
 	uint64_t x;
-	cr_expect_eq(gs_arena_alloc(a, 100, CTX1, &x), CUDA_ERROR_OUT_OF_MEMORY,
+	cr_expect_eq(alloc_va(a, 100, CTX1, &x), CUDA_ERROR_OUT_OF_MEMORY,
 		     "no address space left");
 	/* Free every other one: 32 granules free, but in 2-granule holes. */
 	for (int i = 0; i < 32; i += 2)
 		gs_arena_free(a, va[i]);
 	cr_expect_eq(stats().window_free, 32 * GRAN);
-	cr_expect_eq(gs_arena_alloc(a, 3 * GRAN, CTX1, &x), CUDA_ERROR_OUT_OF_MEMORY,
+	cr_expect_eq(alloc_va(a, 3 * GRAN, CTX1, &x), CUDA_ERROR_OUT_OF_MEMORY,
 		     "fragmented");
 	/* Freeing the rest coalesces everything into one run. */
 	for (int i = 1; i < 32; i += 2)
@@ -402,14 +440,14 @@ Test(arena_core, out_of_memory_leaves_nothing)
 	unsigned handles = fake_vmm_handles(&f);
 	uint64_t va = 0;
 
-	cr_expect_eq(gs_arena_alloc(a, 2 * GRAN, CTX1, &va), CUDA_ERROR_OUT_OF_MEMORY);
+	cr_expect_eq(alloc_va(a, 2 * GRAN, CTX1, &va), CUDA_ERROR_OUT_OF_MEMORY);
 	cr_expect_eq(va, 0);
 	struct gs_arena_stats after = stats();
 	cr_expect(stats_eq(&before, &after));
 	cr_expect_eq(fake_vmm_handles(&f), handles);
 	/* One granule is left: a new slab class still fits, then none. */
 	alloc_ok(5000, CTX1);
-	cr_expect_eq(gs_arena_alloc(a, 20000, CTX1, &va), CUDA_ERROR_OUT_OF_MEMORY);
+	cr_expect_eq(alloc_va(a, 20000, CTX1, &va), CUDA_ERROR_OUT_OF_MEMORY);
 	cr_expect_eq(gs_arena_free(a, big), CUDA_SUCCESS);
 	alloc_ok(20000, CTX1);
 	gs_arena_free(a, keep);
@@ -434,7 +472,7 @@ Test(arena_core, failure_at_every_step_rolls_back)
 				uint64_t va = 0;
 
 				fake_vmm_fail(&f, ops[o], 1, rcs[r]);
-				cr_expect_eq(gs_arena_alloc(a, sizes[s], CTX1, &va), rcs[r],
+				cr_expect_eq(alloc_va(a, sizes[s], CTX1, &va), rcs[r],
 					     "op %u rc %d size %lu", o, rcs[r], sizes[s]);
 				struct gs_arena_stats after = stats();
 				cr_expect(stats_eq(&before, &after));
@@ -595,7 +633,7 @@ Test(arena_core, detach_and_attach_on_another_device)
 	cr_expect_eq(stats().allocations, 12, "records kept");
 	cr_expect(gs_arena_lookup(a, va[4], &al));
 	uint64_t x;
-	cr_expect_eq(gs_arena_alloc(a, 100, CTX1, &x), CUDA_ERROR_NOT_PERMITTED);
+	cr_expect_eq(alloc_va(a, 100, CTX1, &x), CUDA_ERROR_NOT_PERMITTED);
 
 	/* Attach fails half-way: back to detached, nothing left in the driver. */
 	fake_vmm_fail(&f, FAKE_MAP, 3, CUDA_ERROR_OUT_OF_MEMORY);
@@ -682,7 +720,7 @@ Test(arena_sized, random_against_model, .init = setup_random, .timeout = 120)
 		if (op < 50 && n < MAXLIVE) {
 			uint64_t size = rnd_size(&seed), va;
 			CUcontext ctx = ctxs[rand_r(&seed) % 2];
-			CUresult rc = gs_arena_alloc(a, size, ctx, &va);
+			CUresult rc = alloc_va(a, size, ctx, &va);
 			if (rc == CUDA_ERROR_OUT_OF_MEMORY)
 				continue;
 			cr_assert_eq(rc, CUDA_SUCCESS);

@@ -27,10 +27,11 @@
 #define STEPS 20000
 #define LIVE 48
 
+/* CHECK(cond) or CHECK(cond, fmt, args...) */
 #define CHECK(cond, ...)                                                     \
 	do {                                                                 \
 		if (!(cond))                                                 \
-			fail(__LINE__, #cond, "" __VA_ARGS__);               \
+			fail(__LINE__, #cond, " " __VA_ARGS__);              \
 	} while (0)
 
 static _Noreturn void fail(int line, const char *cond, const char *fmt, ...)
@@ -40,13 +41,10 @@ static _Noreturn void fail(int line, const char *cond, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "FAIL line %d: %s", line, cond);
-	if (*fmt) {
-		fputs(": ", stderr);
-		va_start(ap, fmt);
-		vfprintf(stderr, fmt, ap);
-		va_end(ap);
-	}
+	fprintf(stderr, "FAIL line %d: %s:", line, cond);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
 	fputc('\n', stderr);
 	exit(1);
 }
@@ -115,9 +113,11 @@ static void *worker(void *arg)
 		if (op < 5 && n < LIVE) {
 			struct live l = { .size = pick_size(&seed),
 					  .tag = ((uint64_t)id << 32) | step };
-			CUresult rc = gs_arena_alloc(a, l.size, ctx, &l.va);
+			struct gs_arena_allocation al;
+			CUresult rc = gs_arena_alloc(a, l.size, ctx, &al);
 			if (rc == CUDA_ERROR_OUT_OF_MEMORY)
 				continue;
+			l.va = al.va;
 			CHECK(rc == CUDA_SUCCESS, "alloc %lu: %d", l.size, rc);
 			CHECK(l.va % GS_ARENA_MIN_ALIGN == 0);
 			stamp(&l);

@@ -315,6 +315,9 @@ static void setup(struct workload *wl, const struct options *opt)
 	setup_vmm(wl, SAMPLES * FEATURES * sizeof(float), SAMPLES * sizeof(float));
 	setup_list(wl);
 	setup_data(wl);
+	/* The list went through the legacy stream, which the non-blocking
+	 * compute stream is not ordered after. */
+	CHECK(cuCtxSynchronize());
 
 	atomic_init(&wl->churn_stop, false);
 	if (pthread_create(&wl->churn, NULL, churn_main, wl) != 0) {

@@ -9,13 +9,16 @@
 
 const char *st_err(CUresult rc)
 {
-	static _Thread_local char buf[96];
+	/* A few buffers in turn: one message may name several results. */
+	static _Thread_local char bufs[4][96];
+	static _Thread_local unsigned next;
+	char *buf = bufs[next++ % 4];
 	const char *name = NULL;
 
 	/* cuGetErrorName is itself under test: never trust it blindly. */
 	if (cuGetErrorName(rc, &name) != CUDA_SUCCESS || !name)
 		name = "?";
-	snprintf(buf, sizeof(buf), "%s (%d)", name, (int)rc);
+	snprintf(buf, sizeof(bufs[0]), "%s (%d)", name, (int)rc);
 	return buf;
 }
 

@@ -308,3 +308,14 @@ Test(device, memory_is_per_device)
 	CU_OK(cuCtxSetCurrent(c1));
 	cr_assert_eq(st_mem_free(), free1, "allocating on device 0 used device 1's memory");
 }
+
+/* What A100 and H100 report: kernels opting in to more shared memory are
+ * checked against it, so it must differ by architecture as on GPUs. */
+Test(device, shared_memory_optin_per_arch)
+{
+	st_setenv("SIMCUDA_DEVICES", "2");
+	st_setenv("SIMCUDA_ARCH", "sm_80,sm_90");
+	CU_OK(cuInit(0));
+	cr_assert_eq(attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, 0), 166912);
+	cr_assert_eq(attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, 1), 232448);
+}

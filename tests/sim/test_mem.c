@@ -270,7 +270,7 @@ Test(mem, memset_2d_forms)
 	free(out);
 }
 
-Test(mem, memcpy_2d_and_3d)
+Test(mem, memcpy_2d)
 {
 	enum { SP = 64, SH = 8 };
 	static unsigned char host[SP * SH], back[SP * SH];
@@ -318,25 +318,82 @@ Test(mem, memcpy_2d_and_3d)
 		cr_assert_arr_eq(back + r * SP + 8, host + r * SP + 8, 40, "row %zu", r);
 	assert_bytes(back, 0, 0, SP + 8);
 
-	/* A 3-D copy: 2 slices of 4 rows of 16 bytes, device to device. */
-	CUdeviceptr q;
-	CU_OK(cuMemAlloc(&q, 16 * 4 * 2));
+	free(dev_image);
+}
+
+Test(mem, memcpy_3d)
+{
+	enum { PITCH = 32, ROWS = 5, SLICES = 3 };
+	static unsigned char host[PITCH * ROWS * SLICES], out[16 * 4 * 2];
+	CUdeviceptr p, q;
+
+	st_init(0);
+	fill_pattern(host, sizeof(host), 13);
+	CU_OK(cuMemAlloc(&p, sizeof(host)));
+	CU_OK(cuMemAlloc(&q, sizeof(out)));
+	CU_OK(cuMemcpyHtoD(p, host, sizeof(host)));
+	CU_OK(cuMemsetD8(q, 0, sizeof(out)));
+	/* 16 x 4 x 2 bytes from (x 8, y 1, z 1) of a 32 x 5 x 3 volume into a
+	 * packed 16 x 4 x 2 one. */
 	CUDA_MEMCPY3D t = {
-		.srcMemoryType = CU_MEMORYTYPE_DEVICE, .srcDevice = p, .srcPitch = pitch,
-		.srcHeight = 5, .srcXInBytes = 16, .srcY = 2,
+		.srcXInBytes = 8, .srcY = 1, .srcZ = 1,
+		.srcMemoryType = CU_MEMORYTYPE_DEVICE, .srcDevice = p, .srcPitch = PITCH,
+		.srcHeight = ROWS,
 		.dstMemoryType = CU_MEMORYTYPE_DEVICE, .dstDevice = q, .dstPitch = 16,
 		.dstHeight = 4,
 		.WidthInBytes = 16, .Height = 4, .Depth = 2,
 	};
 	CU_OK(cuMemcpy3D(&t));
-	unsigned char q_host[16 * 4 * 2];
-	CU_OK(cuMemcpyDtoH(q_host, q, sizeof(q_host)));
+	CU_OK(cuMemcpyDtoH(out, q, sizeof(out)));
 	for (size_t z = 0; z < 2; z++)
 		for (size_t y = 0; y < 4; y++)
-			cr_assert_arr_eq(q_host + (z * 4 + y) * 16,
-					 dev_image + (z * 5 + y + 2) * pitch + 16, 16,
+			cr_assert_arr_eq(out + (z * 4 + y) * 16,
+					 host + ((z + 1) * ROWS + y + 1) * PITCH + 8, 16,
 					 "slice %zu row %zu", z, y);
-	free(dev_image);
+
+	/* The asynchronous form, back to the host (into pinned memory). */
+	unsigned char *pinned;
+	CUstream s;
+	CU_OK(cuStreamCreate(&s, 0));
+	CU_OK(cuMemAllocHost((void **)&pinned, sizeof(out)));
+	memset(pinned, 0, sizeof(out));
+	CUDA_MEMCPY3D back = {
+		.srcMemoryType = CU_MEMORYTYPE_DEVICE, .srcDevice = q, .srcPitch = 16,
+		.srcHeight = 4,
+		.dstMemoryType = CU_MEMORYTYPE_HOST, .dstHost = pinned, .dstPitch = 16,
+		.dstHeight = 4,
+		.WidthInBytes = 16, .Height = 4, .Depth = 2,
+	};
+	CU_OK(cuMemcpy3DAsync(&back, s));
+	CU_OK(cuStreamSynchronize(s));
+	cr_assert_arr_eq(pinned, out, sizeof(out));
+}
+
+Test(mem, memcpy_3d_peer)
+{
+	enum { N = 16 * 4 * 2 };
+	unsigned char src[N], out[N];
+	CUcontext c0, c1;
+	CUdeviceptr p0, p1;
+
+	st_setenv("SIMCUDA_DEVICES", "2");
+	c0 = st_init(0);
+	fill_pattern(src, N, 31);
+	CU_OK(cuMemAlloc(&p0, N));
+	CU_OK(cuMemcpyHtoD(p0, src, N));
+	CU_OK(cuDevicePrimaryCtxRetain(&c1, st_device(1)));
+	CU_OK(cuCtxSetCurrent(c1));
+	CU_OK(cuMemAlloc(&p1, N));
+	CUDA_MEMCPY3D_PEER t = {
+		.srcMemoryType = CU_MEMORYTYPE_DEVICE, .srcDevice = p0, .srcContext = c0,
+		.srcPitch = 16, .srcHeight = 4,
+		.dstMemoryType = CU_MEMORYTYPE_DEVICE, .dstDevice = p1, .dstContext = c1,
+		.dstPitch = 16, .dstHeight = 4,
+		.WidthInBytes = 16, .Height = 4, .Depth = 2,
+	};
+	CU_OK(cuMemcpy3DPeer(&t));
+	CU_OK(cuMemcpyDtoH(out, p1, N));
+	cr_assert_arr_eq(out, src, N);
 }
 
 Test(mem, async_forms)
@@ -388,6 +445,22 @@ Test(mem, async_forms)
 		cr_assert_eq(v, 0x01020304u, "word at %d: %#x", i, v);
 	}
 	assert_bytes(h_dst, 0, 16 * 8, N);
+
+	CU_OK(cuMemsetD8Async(a, 0, 64 * 4, s));
+	CU_OK(cuMemsetD2D8Async(a, 64, 0x9a, 3, 2, s));
+	CU_OK(cuMemsetD2D16Async(a + 128, 64, 0x7b7b, 2, 2, s));
+	CU_OK(cuMemcpyDtoHAsync(h_dst, a, 64 * 4, s));
+	CU_OK(cuStreamSynchronize(s));
+	for (int r = 0; r < 4; r++) {
+		for (int c = 0; c < 64; c++) {
+			unsigned char want = 0;
+			if (r < 2 && c < 3)
+				want = 0x9a;
+			if (r >= 2 && c < 4)
+				want = 0x7b;
+			cr_assert_eq(h_dst[r * 64 + c], want, "row %d byte %d", r, c);
+		}
+	}
 	CU_OK(cuStreamDestroy(s));
 	CU_OK(cuMemFreeHost(h_src));
 	CU_OK(cuMemFreeHost(h_dst));

@@ -228,8 +228,7 @@ Test(vmm, bad_sizes_refused)
 	h = create(0, g);
 	/* A mapping larger than the physical allocation. */
 	CU_FAILS(cuMemMap(va, 2 * g, 0, h, 0));
-	/* An address outside any reservation. */
-	CU_FAILS(cuMemMap(va + 64 * g, g, 0, h, 0));
+	/* (An address outside any reservation aborts: test_strict.c.) */
 }
 
 Test(vmm, access_is_enforced)

@@ -32,12 +32,6 @@
 #include "sim_internal.h"
 #include "sim_mem.h"
 
-/* The generated look-up table is linked in when the shim's generator has
- * produced it; until then the reference stays weak (NULL) and
- * cuGetProcAddress reports CUDA_ERROR_NOT_SUPPORTED instead of failing the
- * link of the whole simulator. */
-#pragma weak gs_proc_lookup
-
 /* The 4-argument CUDA 11.3 ABI and the pre-11.4 cuDeviceGetUuid: cuda.h
  * only declares them for the driver's own build, and maps the names to the
  * newer symbols for everybody else. */
@@ -477,10 +471,12 @@ static pthread_once_t self_once = PTHREAD_ONCE_INIT;
 /* The simulator's own dlopen handle. RTLD_DEFAULT would search the global
  * scope first, where a preloaded shim exports the same names: a look-up must
  * return the simulator's implementation, as the real driver returns its own. */
+static const char self_anchor; /* any object of this library, for dladdr */
+
 static void self_open(void)
 {
 	Dl_info info;
-	if (!dladdr((void *)self_open, &info) || !info.dli_fname)
+	if (!dladdr(&self_anchor, &info) || !info.dli_fname)
 		sim_abort("cuGetProcAddress_v2", "dladdr on the simulator itself failed");
 	self_base = (uintptr_t)info.dli_fbase;
 	self_handle = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_LOCAL);
@@ -512,11 +508,6 @@ static CUresult proc_address(const char *fn, const char *symbol, void **pfn, int
 	if (flags & ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM |
 				  CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
 		return CUDA_ERROR_INVALID_VALUE;
-	if (!gs_proc_lookup) {
-		fprintf(stderr, "simcuda: %s: built without the generated cuGetProcAddress table\n",
-			fn);
-		return CUDA_ERROR_NOT_SUPPORTED;
-	}
 	const struct gs_proc_entry *e = gs_proc_lookup(symbol, cudaVersion, flags, &st);
 	/* An entry without a symbol is a legacy ABI cuda.h no longer declares;
 	 * the simulator implements none of those. */

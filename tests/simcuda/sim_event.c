@@ -127,10 +127,6 @@ void sim_event_destroy_all(struct sim_link *events)
 
 /* ---- entry points ----------------------------------------------------------- */
 
-#define SIM_CHECK_ABI(name, pfn)                                                \
-	_Static_assert(__builtin_types_compatible_p(__typeof__(&name), pfn), \
-		       #name " does not match " #pfn)
-
 SIM_EXPORT CUresult cuEventRecord_ptsz(CUevent hEvent, CUstream hStream);
 SIM_EXPORT CUresult cuEventRecordWithFlags_ptsz(CUevent hEvent, CUstream hStream, unsigned int flags);
 SIM_CHECK_ABI(cuEventRecord_ptsz, PFN_cuEventRecord_v7000_ptsz);

@@ -14,6 +14,14 @@
 
 #include "cuimage.h"
 
+/* cuda.h declares the _ptsz entry points only when compiled for per-thread
+ * default streams; the files that define them declare them by hand and check
+ * each against the typedef of cudaTypedefs.h, so a signature slip fails the
+ * build. */
+#define SIM_CHECK_ABI(name, pfn)                                                \
+	_Static_assert(__builtin_types_compatible_p(__typeof__(&name), pfn), \
+		       #name " does not match " #pfn)
+
 /* ---- intrusive doubly linked lists ----------------------------------------- */
 
 struct sim_link {
@@ -257,6 +265,8 @@ void sim_module_teardown(struct sim_module *m);
 struct sim_function *sim_module_function(struct sim_module *m, const char *name);
 CUresult sim_module_global(struct sim_module *m, const char *name, CUdeviceptr *dptr,
 			   size_t *bytes);
+/* A whole file, NUL-terminated so PTX text is a string (size counts it). */
+CUresult sim_read_file(const char *path, void **data, size_t *size);
 /* CUresult for a cuimage error while selecting or parsing code. */
 CUresult sim_image_error(int err, enum gs_image_kind kind);
 

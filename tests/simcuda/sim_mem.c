@@ -91,17 +91,12 @@ CUresult sim_mem_init(const char *fn)
 {
 	for (int i = 0; i <= mem.ndev; i++) {
 		struct window *w = &mem.win[i];
-		void *p = mmap((void *)w->base, w->size, PROT_NONE,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
-		if (p == MAP_FAILED || p != (void *)w->base) {
-			int err = errno;
-			if (p != MAP_FAILED)
-				munmap(p, w->size);
+		if (!sim_va_claim(w->base, w->size)) {
 			fprintf(stderr,
-				"simcuda: %s: cannot reserve VA 0x%" PRIxPTR "+0x%zx for %s: %s; "
-				"set SIMCUDA_VA_BASE to a free region\n",
-				fn, w->base, w->size, i < mem.ndev ? "device memory" : "VMM",
-				p == MAP_FAILED ? strerror(err) : "address taken");
+				"simcuda: %s: cannot reserve VA 0x%" PRIxPTR "+0x%zx for %s (in use, "
+				"or not usable under a sanitizer); set SIMCUDA_VA_BASE to a free "
+				"region\n",
+				fn, w->base, w->size, i < mem.ndev ? "device memory" : "VMM");
 			while (--i >= 0)
 				munmap((void *)mem.win[i].base, mem.win[i].size);
 			return CUDA_ERROR_OPERATING_SYSTEM;
@@ -251,6 +246,18 @@ uintptr_t sim_va_find(int window, size_t len, size_t align)
 		w->cursor = c + len;
 		return c;
 	}
+}
+
+void *sim_va_claim(uintptr_t p, size_t n)
+{
+	void *m = mmap((void *)p, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
+		return NULL;
+	if (m != (void *)p) {
+		munmap(m, n);
+		return NULL;
+	}
+	return m;
 }
 
 int sim_va_commit(uintptr_t p, size_t n)

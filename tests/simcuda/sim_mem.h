@@ -91,6 +91,9 @@ void sim_mem_uncharge(int dev, size_t bytes);
 size_t sim_mem_used(int dev);
 unsigned long long sim_mem_next_id(void);
 
+/* Reserve [p, p+n) PROT_NONE exactly there, or NULL if anything is in the
+ * way (the kernel only honours a free hint). */
+void *sim_va_claim(uintptr_t p, size_t n);
 /* Make [p, p+n) (page-aligned) fresh read-write memory / return it to a
  * PROT_NONE reservation (or to the system when outside the windows). */
 int sim_va_commit(uintptr_t p, size_t n);
@@ -104,6 +107,8 @@ CUresult sim_mem_access_locked(CUdeviceptr p, size_t n, int dev, bool write, con
 CUresult sim_vmm_access_locked(struct sim_range *r, uintptr_t p, size_t n, int dev, bool write,
 			       uintptr_t *end);
 struct sim_map *sim_vmm_map_at(struct sim_range *r, uintptr_t p);
+/* CU_MEM_ACCESS_FLAGS_PROT_* device dev has at p inside mapping m. */
+unsigned sim_vmm_access_of(const struct sim_map *m, uintptr_t p, int dev);
 int sim_vmm_phys_device(const struct sim_phys *phys);
 unsigned long long sim_vmm_phys_id(const struct sim_phys *phys);
 CUmemAllocationHandleType sim_vmm_phys_handle_types(const struct sim_phys *phys);

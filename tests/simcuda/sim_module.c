@@ -280,7 +280,7 @@ static CUresult module_load(const char *fn, CUmodule *module, const void *image,
 }
 
 /* The whole file, NUL-terminated so PTX text is a string. */
-static CUresult read_file(const char *path, void **data, size_t *size)
+CUresult sim_read_file(const char *path, void **data, size_t *size)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f)
@@ -326,7 +326,7 @@ SIM_EXPORT CUresult cuModuleLoad(CUmodule *module, const char *fname)
 		return CUDA_ERROR_INVALID_VALUE;
 	void *data;
 	size_t size;
-	rc = read_file(fname, &data, &size);
+	rc = sim_read_file(fname, &data, &size);
 	if (rc != CUDA_SUCCESS)
 		return rc;
 	rc = module_load("cuModuleLoad", module, data, size);

@@ -1,0 +1,982 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Code objects: modules, libraries, functions, kernels, globals and link
+ * states, with private copies of every image (a thaw reloads them on another
+ * GPU, long after the application freed its buffers) and the kernel
+ * parameter layouts of the code the driver selected.
+ */
+#include "trk_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Libraries are context-independent: their layouts are parsed per
+ * architecture on first use, outside the tracker lock (a large fatbin
+ * takes a while to decompress and parse). A pin keeps the record, and with
+ * it the image, alive while that happens; an unload in the meantime only
+ * unlinks it, and the last unpin frees it. */
+struct lib_box {
+	struct gs_library_rec rec;
+	unsigned pins;
+	bool unlinked;
+};
+
+/* ---- records ------------------------------------------------------------------ */
+
+static struct lib_box *lib_box_of(struct gs_library_rec *l)
+{
+	return (struct lib_box *)l;
+}
+
+static void library_free(struct gs_library_rec *l)
+{
+	free(l->path);
+	trk_image_free(&l->image);
+	trk_optlist_free(&l->jit);
+	trk_optlist_free(&l->lib);
+	free(lib_box_of(l));
+}
+
+void trk_free_code_rec(struct gs_rec *r)
+{
+	switch (r->kind) {
+	case GS_KIND_MODULE: {
+		struct gs_module_rec *m = (struct gs_module_rec *)r;
+
+		free(m->path);
+		trk_image_free(&m->image);
+		trk_optlist_free(&m->jit);
+		break;
+	}
+	case GS_KIND_LIBRARY: {
+		struct lib_box *b = lib_box_of((struct gs_library_rec *)r);
+
+		if (b->pins) {
+			b->unlinked = true;
+			return;
+		}
+		library_free(&b->rec);
+		return;
+	}
+	case GS_KIND_FUNCTION:
+		free(((struct gs_function_rec *)r)->name);
+		break;
+	case GS_KIND_KERNEL:
+		free(((struct gs_kernel_rec *)r)->name);
+		free(((struct gs_kernel_rec *)r)->settings);
+		break;
+	case GS_KIND_GLOBAL:
+		free(((struct gs_global_rec *)r)->name);
+		break;
+	case GS_KIND_LINK: {
+		struct gs_link_rec *k = (struct gs_link_rec *)r;
+
+		trk_optlist_free(&k->opts);
+		for (unsigned i = 0; i < k->ninputs; i++) {
+			free(k->inputs[i].name);
+			free(k->inputs[i].data);
+			trk_optlist_free(&k->inputs[i].opts);
+		}
+		free(k->inputs);
+		free(k->output);
+		break;
+	}
+	default:
+		break;
+	}
+	free(r);
+}
+
+static void unpin_library(struct lib_box *b)
+{
+	if (--b->pins == 0 && b->unlinked)
+		library_free(&b->rec);
+}
+
+/*
+ * The layouts of library `l` for sm, parsing them if needed. Called and
+ * returns with the lock held, but drops it while parsing; NULL when the
+ * library was unloaded meanwhile (or memory ran out).
+ */
+static const struct gs_layouts *library_layouts(struct gs_library_rec *l, unsigned sm)
+{
+	struct lib_box *b = lib_box_of(l);
+	const struct gs_layouts *found = trk_layouts_find(&l->image, sm);
+	struct gs_layouts *parsed;
+
+	if (found)
+		return found;
+	b->pins++;
+	trk_unlock();
+	parsed = trk_layouts_parse(&l->image, sm);
+	trk_lock();
+	if (b->unlinked) {
+		trk_layouts_free(parsed);
+		unpin_library(b);
+		return NULL;
+	}
+	unpin_library(b);
+	found = trk_layouts_find(&l->image, sm);
+	if (found) {
+		/* Another thread parsed the same architecture meanwhile. */
+		trk_layouts_free(parsed);
+		return found;
+	}
+	if (!parsed)
+		return NULL;
+	parsed->next = l->image.layouts;
+	l->image.layouts = parsed;
+	return parsed;
+}
+
+/* ---- modules ------------------------------------------------------------------ */
+
+static size_t link_output_size_locked(const void *image)
+{
+	for (const struct gs_rec *r = gs_trk.kinds[GS_KIND_LINK].head; r; r = r->next) {
+		const struct gs_link_rec *k = (const struct gs_link_rec *)r;
+
+		if (k->output && k->output_addr == (uintptr_t)image)
+			return k->output_size;
+	}
+	return 0;
+}
+
+size_t gs_trk_link_output_size(const void *image)
+{
+	size_t n;
+
+	if (!image)
+		return 0;
+	trk_lock();
+	n = link_output_size_locked(image);
+	trk_unlock();
+	return n;
+}
+
+int gs_trk_module_loaded(const struct gs_module_desc *d, CUmodule real, CUmodule *app)
+{
+	struct gs_module_rec *m;
+	size_t known;
+	int rc;
+
+	if (!d || !real || d->source == GS_MODSRC_LIBRARY)
+		return -EINVAL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->ctx = (uintptr_t)d->ctx;
+	m->device = d->device;
+	m->source = d->source;
+	m->path = trk_strdup(d->path);
+	rc = trk_jit_copy(&m->jit, d->nopts, d->opts, d->optvals);
+	if (rc)
+		goto fail;
+
+	/* Copy and parse before taking the lock: both read the application's
+	 * buffer or a file and may take a while. */
+	if (d->image) {
+		known = d->image_size;
+		if (!known) {
+			trk_lock();
+			known = link_output_size_locked(d->image);
+			trk_unlock();
+			m->from_link = known != 0;
+		}
+		trk_image_copy_mem(&m->image, d->image, known);
+	} else {
+		trk_image_copy_file(&m->image, d->path);
+	}
+	if (d->sm) {
+		m->image.layouts = trk_layouts_parse(&m->image, d->sm);
+		m->layouts = m->image.layouts;
+		m->sm = d->sm;
+	}
+
+	trk_lock();
+	trk_drop_stale(GS_KIND_MODULE, (uintptr_t)real);
+	rc = trk_link(&m->hdr, GS_KIND_MODULE, (uintptr_t)real, m->image.size, false);
+	if (!rc && app)
+		*app = (CUmodule)(uintptr_t)m->hdr.app;
+	trk_unlock();
+	if (!rc)
+		return 0;
+fail:
+	m->hdr.kind = GS_KIND_MODULE;
+	trk_free_code_rec(&m->hdr);
+	return rc;
+}
+
+int gs_trk_library_module(CUlibrary lib, CUcontext ctx, int device, unsigned sm,
+			  CUmodule real, CUmodule *app)
+{
+	struct gs_library_rec *l;
+	struct gs_module_rec *m;
+	struct gs_rec *old;
+	int rc;
+
+	if (!lib || !real)
+		return -EINVAL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->ctx = (uintptr_t)ctx;
+	m->device = device;
+	m->source = GS_MODSRC_LIBRARY;
+	m->library = (uintptr_t)lib;
+	m->image.error = -ENODATA; /* the library holds the image */
+
+	trk_lock();
+	old = trk_find_real(GS_KIND_MODULE, (uintptr_t)real);
+	if (old && ((struct gs_module_rec *)old)->library == (uintptr_t)lib) {
+		/* The library's module in this context, asked for again. */
+		if (app)
+			*app = (CUmodule)(uintptr_t)old->app;
+		trk_unlock();
+		free(m);
+		return 1;
+	}
+	l = (struct gs_library_rec *)trk_find(GS_KIND_LIBRARY, (uintptr_t)lib);
+	if (!l) {
+		trk_unlock();
+		free(m);
+		return -ENOENT;
+	}
+	if (sm) {
+		m->layouts = library_layouts(l, sm);
+		m->sm = sm;
+		if (!trk_find(GS_KIND_LIBRARY, (uintptr_t)lib)) {
+			trk_unlock();
+			free(m);
+			return -ENOENT;
+		}
+	}
+	trk_drop_stale(GS_KIND_MODULE, (uintptr_t)real);
+	rc = trk_link(&m->hdr, GS_KIND_MODULE, (uintptr_t)real, 0, false);
+	if (!rc && app)
+		*app = (CUmodule)(uintptr_t)m->hdr.app;
+	trk_unlock();
+	if (rc)
+		free(m);
+	return rc;
+}
+
+static int drop_code(enum gs_kind kind, uint64_t app)
+{
+	struct gs_rec *r;
+	int rc = 0;
+
+	trk_lock();
+	r = trk_find(kind, app);
+	if (r)
+		trk_drop(r);
+	else
+		rc = -ENOENT;
+	trk_unlock();
+	return rc;
+}
+
+int gs_trk_module_unloaded(CUmodule mod)
+{
+	return drop_code(GS_KIND_MODULE, (uintptr_t)mod);
+}
+
+/* ---- libraries ---------------------------------------------------------------- */
+
+int gs_trk_library_loaded(const struct gs_library_desc *d, CUlibrary real, CUlibrary *app)
+{
+	struct lib_box *b;
+	struct gs_library_rec *l;
+	int rc;
+
+	if (!d || !real)
+		return -EINVAL;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	l = &b->rec;
+	l->hdr.kind = GS_KIND_LIBRARY;
+	l->source = d->source;
+	l->path = trk_strdup(d->path);
+	rc = trk_jit_copy(&l->jit, d->njit, d->jit, d->jitvals);
+	if (!rc)
+		rc = trk_libopts_copy(&l->lib, d->nlib, d->lib, d->libvals);
+	if (rc)
+		goto fail;
+	if (d->image) {
+		size_t known = d->image_size;
+
+		if (!known) {
+			trk_lock();
+			known = link_output_size_locked(d->image);
+			trk_unlock();
+			l->from_link = known != 0;
+		}
+		trk_image_copy_mem(&l->image, d->image, known);
+	} else {
+		trk_image_copy_file(&l->image, d->path);
+	}
+	if (d->sm)
+		l->image.layouts = trk_layouts_parse(&l->image, d->sm);
+
+	trk_lock();
+	trk_drop_stale(GS_KIND_LIBRARY, (uintptr_t)real);
+	rc = trk_link(&l->hdr, GS_KIND_LIBRARY, (uintptr_t)real, l->image.size, false);
+	if (!rc && app)
+		*app = (CUlibrary)(uintptr_t)l->hdr.app;
+	trk_unlock();
+	if (!rc)
+		return 0;
+fail:
+	library_free(l);
+	return rc;
+}
+
+int gs_trk_library_unloaded(CUlibrary lib)
+{
+	return drop_code(GS_KIND_LIBRARY, (uintptr_t)lib);
+}
+
+/* ---- functions and kernels ------------------------------------------------------ */
+
+static int function_new(uint64_t real, uint64_t module, uint64_t kernel, uint64_t ctx,
+			const char *name, const struct gs_kernel_info *layout, CUfunction *app)
+{
+	struct gs_function_rec *f = calloc(1, sizeof(*f));
+	int rc;
+
+	if (!f)
+		return -ENOMEM;
+	f->module = module;
+	f->kernel = kernel;
+	f->ctx = ctx;
+	f->name = trk_strdup(name);
+	f->layout = layout;
+	if (name && !f->name) {
+		free(f);
+		return -ENOMEM;
+	}
+	rc = trk_link(&f->hdr, GS_KIND_FUNCTION, real, 0, false);
+	if (rc) {
+		free(f->name);
+		free(f);
+		return rc;
+	}
+	if (app)
+		*app = (CUfunction)(uintptr_t)f->hdr.app;
+	return 0;
+}
+
+int gs_trk_function_found(CUmodule mod, const char *name, CUfunction real, CUfunction *app)
+{
+	struct gs_module_rec *m;
+	struct gs_rec *old;
+	int rc;
+
+	if (!mod || !real)
+		return -EINVAL;
+	trk_lock();
+	old = trk_find_real(GS_KIND_FUNCTION, (uintptr_t)real);
+	if (old) {
+		if (app)
+			*app = (CUfunction)(uintptr_t)old->app;
+		trk_unlock();
+		return 1;
+	}
+	m = (struct gs_module_rec *)trk_find(GS_KIND_MODULE, (uintptr_t)mod);
+	if (!m) {
+		trk_unlock();
+		return -ENOENT;
+	}
+	rc = function_new((uintptr_t)real, (uintptr_t)mod, 0, m->ctx, name,
+			  trk_layout_kernel(m->layouts, name), app);
+	trk_unlock();
+	return rc;
+}
+
+int gs_trk_kernel_found(CUlibrary lib, const char *name, CUkernel real, CUkernel *app)
+{
+	struct gs_kernel_rec *k;
+	struct gs_rec *old;
+	int rc;
+
+	if (!lib || !real || !name)
+		return -EINVAL;
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	k->library = (uintptr_t)lib;
+	k->name = strdup(name);
+	if (!k->name) {
+		free(k);
+		return -ENOMEM;
+	}
+	trk_lock();
+	old = trk_find_real(GS_KIND_KERNEL, (uintptr_t)real);
+	if (old) {
+		rc = 1;
+		if (app)
+			*app = (CUkernel)(uintptr_t)old->app;
+	} else if (!trk_find(GS_KIND_LIBRARY, (uintptr_t)lib)) {
+		rc = -ENOENT;
+	} else {
+		rc = trk_link(&k->hdr, GS_KIND_KERNEL, (uintptr_t)real, 0, false);
+		if (!rc && app)
+			*app = (CUkernel)(uintptr_t)k->hdr.app;
+	}
+	trk_unlock();
+	if (rc) {
+		free(k->name);
+		free(k);
+	}
+	return rc;
+}
+
+/* The library record of a kernel and the kernel, lock held; NULL if either
+ * is unknown. */
+static struct gs_library_rec *kernel_library(uint64_t kernel, struct gs_kernel_rec **kout)
+{
+	struct gs_kernel_rec *k = (struct gs_kernel_rec *)trk_find(GS_KIND_KERNEL, kernel);
+
+	*kout = k;
+	return k ? (struct gs_library_rec *)trk_find(GS_KIND_LIBRARY, k->library) : NULL;
+}
+
+int gs_trk_kernel_function(CUkernel kernel, CUcontext ctx, unsigned sm, CUfunction real,
+			   CUfunction *app)
+{
+	const struct gs_layouts *lay = NULL;
+	struct gs_library_rec *l;
+	struct gs_kernel_rec *k;
+	struct gs_rec *old;
+	int rc;
+
+	if (!kernel || !real)
+		return -EINVAL;
+	trk_lock();
+	old = trk_find_real(GS_KIND_FUNCTION, (uintptr_t)real);
+	if (old) {
+		if (app)
+			*app = (CUfunction)(uintptr_t)old->app;
+		trk_unlock();
+		return 1;
+	}
+	l = kernel_library((uintptr_t)kernel, &k);
+	if (!l) {
+		trk_unlock();
+		return -ENOENT;
+	}
+	if (sm) {
+		lay = library_layouts(l, sm);
+		/* The lock was dropped: look again. */
+		l = kernel_library((uintptr_t)kernel, &k);
+		if (!l) {
+			trk_unlock();
+			return -ENOENT;
+		}
+	}
+	rc = function_new((uintptr_t)real, 0, (uintptr_t)kernel, (uintptr_t)ctx, k->name,
+			  trk_layout_kernel(lay, k->name), app);
+	trk_unlock();
+	return rc;
+}
+
+/* Record or replace a kernel setting, moved to the end (see
+ * GS_KERNEL_CACHE_CONFIG). Lock held. */
+static int kernel_setting(struct gs_kernel_rec *k, int device, int attr, int value)
+{
+	struct gs_kernel_setting *s;
+	unsigned i;
+
+	for (i = 0; i < k->nsettings; i++)
+		if (k->settings[i].device == device && k->settings[i].attr == attr)
+			break;
+	if (i < k->nsettings) {
+		memmove(&k->settings[i], &k->settings[i + 1],
+			(k->nsettings - i - 1) * sizeof(*k->settings));
+		k->nsettings--;
+	} else {
+		s = realloc(k->settings, (k->nsettings + 1) * sizeof(*s));
+		if (!s)
+			return -ENOMEM;
+		k->settings = s;
+	}
+	k->settings[k->nsettings++] = (struct gs_kernel_setting){ device, attr, value };
+	return 0;
+}
+
+/* A function setting: on the function record, or on the kernel when the
+ * handle is a CUkernel cast to CUfunction (every device). */
+enum func_setting {
+	FS_ATTR,
+	FS_CACHE,
+	FS_SHMEM,
+	FS_BLOCK_SHAPE,
+	FS_SHARED_SIZE,
+};
+
+static int func_setting(CUfunction fn, enum func_setting what, int attr, const int *v)
+{
+	struct gs_function_rec *f;
+	struct gs_kernel_rec *k;
+	int rc = 0;
+
+	trk_lock();
+	f = (struct gs_function_rec *)trk_find(GS_KIND_FUNCTION, (uintptr_t)fn);
+	if (f) {
+		switch (what) {
+		case FS_ATTR:
+			f->attrs[attr] = v[0];
+			f->attrs_set |= 1u << attr;
+			break;
+		case FS_CACHE:
+			f->cache_config = (CUfunc_cache)v[0];
+			f->cache_config_set = true;
+			break;
+		case FS_SHMEM:
+			f->shmem_config = (CUsharedconfig)v[0];
+			f->shmem_config_set = true;
+			break;
+		case FS_BLOCK_SHAPE:
+			memcpy(f->block_shape, v, sizeof(f->block_shape));
+			f->block_shape_set = true;
+			break;
+		case FS_SHARED_SIZE:
+			f->shared_size = (unsigned)v[0];
+			f->shared_size_set = true;
+			break;
+		}
+		goto out;
+	}
+	k = (struct gs_kernel_rec *)trk_find(GS_KIND_KERNEL, (uintptr_t)fn);
+	if (!k) {
+		rc = -ENOENT;
+		goto out;
+	}
+	switch (what) {
+	case FS_ATTR:
+		rc = kernel_setting(k, -1, attr, v[0]);
+		break;
+	case FS_CACHE:
+		rc = kernel_setting(k, -1, GS_KERNEL_CACHE_CONFIG, v[0]);
+		break;
+	case FS_SHMEM:
+		rc = kernel_setting(k, -1, GS_KERNEL_SHMEM_CONFIG, v[0]);
+		break;
+	default:
+		/* The legacy launch API takes no kernels. */
+		rc = -ENOENT;
+		break;
+	}
+out:
+	trk_unlock();
+	return rc;
+}
+
+int gs_trk_func_set_attr(CUfunction f, CUfunction_attribute attr, int value)
+{
+	if ((unsigned)attr >= GS_FUNC_ATTRS)
+		return -EINVAL;
+	return func_setting(f, FS_ATTR, (int)attr, &value);
+}
+
+int gs_trk_func_set_cache_config(CUfunction f, CUfunc_cache config)
+{
+	int v = (int)config;
+
+	return func_setting(f, FS_CACHE, 0, &v);
+}
+
+int gs_trk_func_set_shmem_config(CUfunction f, CUsharedconfig config)
+{
+	int v = (int)config;
+
+	return func_setting(f, FS_SHMEM, 0, &v);
+}
+
+int gs_trk_func_set_block_shape(CUfunction f, int x, int y, int z)
+{
+	int v[3] = { x, y, z };
+
+	return func_setting(f, FS_BLOCK_SHAPE, 0, v);
+}
+
+int gs_trk_func_set_shared_size(CUfunction f, unsigned bytes)
+{
+	int v = (int)bytes;
+
+	return func_setting(f, FS_SHARED_SIZE, 0, &v);
+}
+
+static int kernel_set(CUkernel kernel, int attr, int value, int device)
+{
+	struct gs_kernel_rec *k;
+	int rc;
+
+	trk_lock();
+	k = (struct gs_kernel_rec *)trk_find(GS_KIND_KERNEL, (uintptr_t)kernel);
+	rc = k ? kernel_setting(k, device < 0 ? -1 : device, attr, value) : -ENOENT;
+	trk_unlock();
+	return rc;
+}
+
+int gs_trk_kernel_set_attr(CUkernel k, CUfunction_attribute attr, int value, int device)
+{
+	if ((unsigned)attr >= GS_FUNC_ATTRS)
+		return -EINVAL;
+	return kernel_set(k, (int)attr, value, device);
+}
+
+int gs_trk_kernel_set_cache_config(CUkernel k, CUfunc_cache config, int device)
+{
+	return kernel_set(k, GS_KERNEL_CACHE_CONFIG, (int)config, device);
+}
+
+/* ---- parameter layouts ------------------------------------------------------------ */
+
+static int copy_params(const struct gs_kernel_info *ki, struct gs_kparam *out, unsigned max,
+		       size_t *param_bytes)
+{
+	unsigned n = ki->nparams < max ? ki->nparams : max;
+
+	if (out && n)
+		memcpy(out, ki->params, n * sizeof(*out));
+	if (param_bytes)
+		*param_bytes = ki->param_bytes;
+	return (int)ki->nparams;
+}
+
+int gs_trk_function_params(CUfunction fn, struct gs_kparam *out, unsigned max,
+			   size_t *param_bytes)
+{
+	const struct gs_function_rec *f;
+	int rc;
+
+	trk_lock();
+	f = (const struct gs_function_rec *)trk_find(GS_KIND_FUNCTION, (uintptr_t)fn);
+	if (!f) {
+		rc = -ENOENT;
+	} else if (f->layout) {
+		rc = copy_params(f->layout, out, max, param_bytes);
+	} else {
+		/* Say why there is none: the owner's parse error if any. */
+		const struct gs_module_rec *m = (const struct gs_module_rec *)trk_find(
+			GS_KIND_MODULE, f->module);
+
+		rc = m && m->layouts && m->layouts->error ? m->layouts->error : -ENOENT;
+	}
+	trk_unlock();
+	return rc;
+}
+
+int gs_trk_kernel_params(CUkernel kernel, unsigned sm, struct gs_kparam *out, unsigned max,
+			 size_t *param_bytes)
+{
+	const struct gs_layouts *lay;
+	const struct gs_kernel_info *ki;
+	struct gs_library_rec *l;
+	struct gs_kernel_rec *k;
+	int rc;
+
+	if (!sm)
+		return -EINVAL;
+	trk_lock();
+	l = kernel_library((uintptr_t)kernel, &k);
+	if (!l) {
+		rc = -ENOENT;
+		goto out;
+	}
+	lay = library_layouts(l, sm);
+	l = kernel_library((uintptr_t)kernel, &k);
+	if (!l || !lay) {
+		rc = -ENOENT;
+		goto out;
+	}
+	ki = trk_layout_kernel(lay, k->name);
+	rc = ki ? copy_params(ki, out, max, param_bytes) : lay->error ? lay->error : -ENOENT;
+out:
+	trk_unlock();
+	return rc;
+}
+
+/* ---- globals ------------------------------------------------------------------------ */
+
+int gs_trk_global_found(enum gs_kind owner_kind, uint64_t owner, CUcontext ctx,
+			const char *name, CUdeviceptr addr, size_t size)
+{
+	struct gs_global_rec *g, *old;
+	int rc;
+
+	if ((owner_kind != GS_KIND_MODULE && owner_kind != GS_KIND_LIBRARY) || !owner ||
+	    !name || !addr)
+		return -EINVAL;
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	g->owner_kind = owner_kind;
+	g->owner = owner;
+	g->ctx = (uintptr_t)ctx;
+	g->size = size;
+	g->name = strdup(name);
+	if (!g->name) {
+		free(g);
+		return -ENOMEM;
+	}
+	trk_lock();
+	if (!ctx && owner_kind == GS_KIND_MODULE) {
+		const struct gs_module_rec *m =
+			(const struct gs_module_rec *)trk_find(GS_KIND_MODULE, owner);
+
+		g->ctx = m ? m->ctx : 0;
+	}
+	old = (struct gs_global_rec *)trk_find(GS_KIND_GLOBAL, addr);
+	if (old && old->owner == owner && !strcmp(old->name, name)) {
+		rc = 1;
+		goto out;
+	}
+	if (old)
+		trk_drop(&old->hdr); /* its owner went by a path the hooks missed */
+	rc = trk_link(&g->hdr, GS_KIND_GLOBAL, addr, size, false);
+out:
+	trk_unlock();
+	if (rc) {
+		free(g->name);
+		free(g);
+	}
+	return rc;
+}
+
+/* ---- link states --------------------------------------------------------------------- */
+
+int gs_trk_link_created(CUlinkState real, unsigned nopts, const CUjit_option *opts,
+			void *const *optvals, CUlinkState *app)
+{
+	struct gs_link_rec *k;
+	int rc;
+
+	if (!real)
+		return -EINVAL;
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	k->hdr.kind = GS_KIND_LINK;
+	rc = trk_jit_copy(&k->opts, nopts, opts, optvals);
+	if (rc)
+		goto fail;
+	trk_lock();
+	trk_drop_stale(GS_KIND_LINK, (uintptr_t)real);
+	rc = trk_link(&k->hdr, GS_KIND_LINK, (uintptr_t)real, 0, false);
+	if (!rc && app)
+		*app = (CUlinkState)(uintptr_t)k->hdr.app;
+	trk_unlock();
+	if (!rc)
+		return 0;
+fail:
+	trk_free_code_rec(&k->hdr);
+	return rc;
+}
+
+int gs_trk_link_input(CUlinkState link, CUjitInputType type, const void *data, size_t size,
+		      const char *name_or_path, unsigned nopts, const CUjit_option *opts,
+		      void *const *optvals)
+{
+	struct gs_link_input in = { .type = type, .from_file = data == NULL };
+	struct gs_link_input *grown;
+	struct gs_link_rec *k;
+	int rc;
+
+	if (!link || (!data && !name_or_path))
+		return -EINVAL;
+	in.name = trk_strdup(name_or_path);
+	rc = trk_jit_copy(&in.opts, nopts, opts, optvals);
+	if (rc)
+		goto fail;
+	if (data) {
+		in.data = malloc(size ? size : 1);
+		if (!in.data) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		memcpy(in.data, data, size);
+		in.size = size;
+	} else {
+		in.error = trk_read_file(name_or_path, &in.data, &in.size);
+	}
+	trk_lock();
+	k = (struct gs_link_rec *)trk_find(GS_KIND_LINK, (uintptr_t)link);
+	if (!k) {
+		rc = -ENOENT;
+	} else {
+		grown = realloc(k->inputs, (k->ninputs + 1) * sizeof(*grown));
+		if (!grown) {
+			rc = -ENOMEM;
+		} else {
+			k->inputs = grown;
+			k->inputs[k->ninputs++] = in;
+			trk_account(&k->hdr, k->hdr.acct_bytes + in.size);
+		}
+	}
+	trk_unlock();
+	if (!rc)
+		return 0;
+fail:
+	free(in.name);
+	free(in.data);
+	trk_optlist_free(&in.opts);
+	return rc;
+}
+
+int gs_trk_link_completed(CUlinkState link, const void *cubin, size_t size)
+{
+	struct gs_link_rec *k;
+	void *copy;
+	int rc = 0;
+
+	if (!link || !cubin || !size)
+		return -EINVAL;
+	copy = malloc(size);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, cubin, size);
+	trk_lock();
+	k = (struct gs_link_rec *)trk_find(GS_KIND_LINK, (uintptr_t)link);
+	if (!k) {
+		rc = -ENOENT;
+	} else {
+		uint64_t bytes = k->hdr.acct_bytes - k->output_size + size;
+
+		free(k->output);
+		k->output = copy;
+		k->output_size = size;
+		k->output_addr = (uintptr_t)cubin;
+		trk_account(&k->hdr, bytes);
+		copy = NULL;
+	}
+	trk_unlock();
+	free(copy);
+	return rc;
+}
+
+int gs_trk_link_destroyed(CUlinkState link)
+{
+	return drop_code(GS_KIND_LINK, (uintptr_t)link);
+}
+
+/* ---- cascades and checks -------------------------------------------------------------- */
+
+/* Drop every record of `kind` for which match() holds. Lock held. */
+static void drop_matching(enum gs_kind kind, bool (*match)(const struct gs_rec *, uint64_t),
+			  uint64_t key)
+{
+	struct gs_rec *r, *next;
+
+	for (r = gs_trk.kinds[kind].head; r; r = next) {
+		next = r->next;
+		if (match(r, key))
+			trk_drop(r);
+	}
+}
+
+static bool function_of_module(const struct gs_rec *r, uint64_t m)
+{
+	return ((const struct gs_function_rec *)r)->module == m;
+}
+
+static bool function_of_kernel(const struct gs_rec *r, uint64_t k)
+{
+	return ((const struct gs_function_rec *)r)->kernel == k;
+}
+
+static bool function_of_ctx(const struct gs_rec *r, uint64_t c)
+{
+	return ((const struct gs_function_rec *)r)->ctx == c;
+}
+
+static bool global_of_module(const struct gs_rec *r, uint64_t m)
+{
+	const struct gs_global_rec *g = (const struct gs_global_rec *)r;
+
+	return g->owner_kind == GS_KIND_MODULE && g->owner == m;
+}
+
+static bool global_of_library(const struct gs_rec *r, uint64_t l)
+{
+	const struct gs_global_rec *g = (const struct gs_global_rec *)r;
+
+	return g->owner_kind == GS_KIND_LIBRARY && g->owner == l;
+}
+
+static bool global_of_ctx(const struct gs_rec *r, uint64_t c)
+{
+	return ((const struct gs_global_rec *)r)->ctx == c;
+}
+
+static bool kernel_of_library(const struct gs_rec *r, uint64_t l)
+{
+	return ((const struct gs_kernel_rec *)r)->library == l;
+}
+
+static bool module_of_library(const struct gs_rec *r, uint64_t l)
+{
+	return ((const struct gs_module_rec *)r)->library == l;
+}
+
+static bool module_of_ctx(const struct gs_rec *r, uint64_t c)
+{
+	return ((const struct gs_module_rec *)r)->ctx == c;
+}
+
+void trk_code_drop_dependents(struct gs_rec *r)
+{
+	switch (r->kind) {
+	case GS_KIND_MODULE:
+		drop_matching(GS_KIND_FUNCTION, function_of_module, r->app);
+		drop_matching(GS_KIND_GLOBAL, global_of_module, r->app);
+		break;
+	case GS_KIND_KERNEL:
+		drop_matching(GS_KIND_FUNCTION, function_of_kernel, r->app);
+		break;
+	case GS_KIND_LIBRARY:
+		drop_matching(GS_KIND_KERNEL, kernel_of_library, r->app);
+		drop_matching(GS_KIND_MODULE, module_of_library, r->app);
+		drop_matching(GS_KIND_GLOBAL, global_of_library, r->app);
+		break;
+	default:
+		break;
+	}
+}
+
+void trk_code_drop_ctx(uint64_t ctx)
+{
+	drop_matching(GS_KIND_MODULE, module_of_ctx, ctx);
+	drop_matching(GS_KIND_FUNCTION, function_of_ctx, ctx);
+	drop_matching(GS_KIND_GLOBAL, global_of_ctx, ctx);
+}
+
+int trk_code_check(gs_trk_problem_fn *fn, void *arg, bool *stop)
+{
+	const struct gs_rec *r;
+	int n = 0;
+
+	for (r = gs_trk.kinds[GS_KIND_MODULE].head; r && !*stop; r = r->next) {
+		const struct gs_module_rec *m = (const struct gs_module_rec *)r;
+
+		if (m->source != GS_MODSRC_LIBRARY && !m->image.data)
+			n += trk_report(fn, arg, r, "module image could not be copied", stop);
+		if (m->jit.lost)
+			n += trk_report(fn, arg, r, "module JIT options with pointer values", stop);
+	}
+	for (r = gs_trk.kinds[GS_KIND_LIBRARY].head; r && !*stop; r = r->next) {
+		const struct gs_library_rec *l = (const struct gs_library_rec *)r;
+
+		if (!l->image.data)
+			n += trk_report(fn, arg, r, "library image could not be copied", stop);
+		if (l->jit.lost || l->lib.lost)
+			n += trk_report(fn, arg, r, "library options with pointer values", stop);
+	}
+	return n;
+}
