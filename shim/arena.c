@@ -222,10 +222,17 @@ static const struct gs_arena_ops arena_ops = {
 
 /* ---- set-up ------------------------------------------------------------------- */
 
+static void ctx_teardown(CUcontext ctx, void *arg)
+{
+	(void)arg;
+	gs_arena_ctx_destroyed(ctx);
+}
+
 static void config_read(void)
 {
 	const char *alloc = getenv("GPUSWAP_ALLOC");
 	const char *base = getenv("GPUSWAP_ARENA_BASE");
+	int rc;
 
 	config.base = GS_ARENA_DEFAULT_BASE;
 	if (alloc && strcmp(alloc, "passthrough") == 0)
@@ -244,6 +251,12 @@ static void config_read(void)
 		else
 			config.base = v;
 	}
+	/* Before the first allocation: no arena memory can belong to a
+	 * context destroyed earlier. */
+	rc = gs_trk_on_ctx_teardown(ctx_teardown, NULL);
+	if (rc < 0)
+		gs_log_at(GS_LOG_ERROR, -rc, "cannot register for context teardown: memory of "
+			  "destroyed contexts will stay allocated");
 }
 
 static int query_attr(CUdevice_attribute attr, int dev)
@@ -253,6 +266,27 @@ static int query_attr(CUdevice_attribute attr, int dev)
 	if (GS_MEM_REAL(cuDeviceGetAttribute, &v, attr, dev) != CUDA_SUCCESS)
 		return 0;
 	return v;
+}
+
+/*
+ * Four times the device's memory (whole GiB), so address space never runs
+ * out before memory does however fragmented it gets, and a thaw onto a
+ * somewhat larger GPU still fits; at most the stride between windows.
+ * Reserving no more than that keeps the window small enough for a driver
+ * that has to place it elsewhere (the simulator under a sanitizer).
+ */
+static uint64_t window_size_for(int real, uint64_t gran)
+{
+	const uint64_t gib = UINT64_C(1) << 30;
+	size_t total = 0;
+	uint64_t size;
+
+	if (GS_MEM_REAL(cuDeviceTotalMem_v2, &total, real) != CUDA_SUCCESS || total == 0 ||
+	    total > GS_ARENA_WINDOW_STRIDE / 4)
+		return GS_ARENA_WINDOW_STRIDE;
+	size = (4 * (uint64_t)total + gib - 1) & ~(gib - 1);
+	/* Granularities are powers of two; one above 1 GiB would need it. */
+	return (size + gran - 1) & ~(gran - 1);
 }
 
 /* With setup_lock held. */
@@ -296,7 +330,7 @@ static enum device_mode device_setup(struct device *d, int app, int real)
 		.ops = &arena_ops,
 		.opaque = d,
 		.base = base,
-		.size = GS_ARENA_WINDOW_STRIDE,
+		.size = window_size_for(real, gran),
 		.granularity = gran,
 		.device = real,
 		.max_spare = 1,
@@ -734,9 +768,13 @@ void gs_arena_ctx_destroyed(CUcontext ctx)
 	for (int i = 0; i < n; i++) {
 		struct gs_arena *a = atomic_load_explicit(&devices[i].arena, memory_order_acquire);
 		size_t freed = a ? gs_arena_free_ctx(a, ctx) : 0;
-		if (freed)
-			gs_debug("context %p destroyed: freed its %zu allocations on device %d",
-				 (void *)ctx, freed, i);
+		if (!freed)
+			continue;
+		/* All of a destroyed context's memory goes back to the driver,
+		 * the spare chunk included, as the driver's own would. */
+		gs_arena_trim(a);
+		gs_debug("context %p destroyed: freed its %zu allocations on device %d",
+			 (void *)ctx, freed, i);
 	}
 }
 

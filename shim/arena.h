@@ -188,8 +188,8 @@ unsigned gs_arena_size_classes(uint64_t granularity, uint64_t *sizes, unsigned m
 
 /*
  * Default start of the arena windows: 0x4000'0000'0000 (64 TiB). Device
- * ordinal d (the application's numbering) gets the window
- * [base + d * GS_ARENA_WINDOW_STRIDE, + GS_ARENA_WINDOW_STRIDE).
+ * ordinal d (the application's numbering) gets the window starting at
+ * base + d * GS_ARENA_WINDOW_STRIDE.
  *
  * Why there, on x86-64 Linux with 47-bit user addresses:
  *  - the driver puts cuMemAlloc memory and its own reservations in the mmap
@@ -207,8 +207,8 @@ unsigned gs_arena_size_classes(uint64_t granularity, uint64_t *sizes, unsigned m
  * Twenty 1 TiB windows fit below the PIE area.
  */
 #define GS_ARENA_DEFAULT_BASE UINT64_C(0x400000000000)
-/* 1 TiB per device: several times the memory of any GPU today, so address
- * space never runs out before memory does, however fragmented. */
+/* Windows start 1 TiB apart: several times the memory of any GPU today. A
+ * device's window is four times its memory, at most this. */
 #define GS_ARENA_WINDOW_STRIDE (UINT64_C(1) << 40)
 
 /*
@@ -228,10 +228,11 @@ unsigned gs_arena_size_classes(uint64_t granularity, uint64_t *sizes, unsigned m
  */
 
 /*
- * The context hooks call this after cuCtxDestroy, the last primary release
- * or a primary reset succeeded: every arena allocation the context
- * (app-visible handle) made is freed, as the driver frees a destroyed
- * context's memory. (The tracker drops the records itself.)
+ * A context (app-visible handle) died: cuCtxDestroy, the last primary
+ * release, a primary reset. Every arena allocation it made is freed, as the
+ * driver frees a destroyed context's memory (the tracker drops the records
+ * itself). Registered as a tracker teardown callback (gs_trk_on_ctx_teardown)
+ * before the first allocation: the context hooks need not call it.
  */
 void gs_arena_ctx_destroyed(CUcontext ctx);
 

@@ -82,14 +82,21 @@ void gs_gate_thread_gone(void)
 		wake_closer();
 }
 
-/* The gate word after a full fence when fences stand in for membarrier. */
-static unsigned load_word_fenced(void)
+/*
+ * The gate word, read after this thread's depth update is globally ordered
+ * when fences stand in for membarrier: a sequentially consistent
+ * read-modify-write of our own depth, then a sequentially consistent load,
+ * pairing with the closer's seq_cst fetch_or of the word and seq_cst loads
+ * of the depths (Dekker's pattern in the C11 model). An RMW rather than
+ * atomic_thread_fence, which ThreadSanitizer cannot model.
+ */
+static unsigned load_word_ordered(struct gs_thread *t)
 {
 	unsigned w = atomic_load_explicit(&gs_gate_word, memory_order_acquire);
 
 	if (w & GS_GATE_FENCE) {
-		atomic_thread_fence(memory_order_seq_cst);
-		w = atomic_load_explicit(&gs_gate_word, memory_order_acquire);
+		atomic_fetch_add_explicit(&t->gate_depth, 0, memory_order_seq_cst);
+		w = atomic_load_explicit(&gs_gate_word, memory_order_seq_cst);
 	}
 	return w;
 }
@@ -97,7 +104,7 @@ static unsigned load_word_fenced(void)
 void gs_gate_enter_slow(struct gs_thread *t)
 {
 	for (;;) {
-		unsigned w = load_word_fenced();
+		unsigned w = load_word_ordered(t);
 
 		if (!(w & GS_GATE_CLOSED))
 			return;
@@ -109,15 +116,14 @@ void gs_gate_enter_slow(struct gs_thread *t)
 		atomic_store_explicit(&t->gate_depth, 0, memory_order_release);
 		wake_closer();
 		futex(&gs_gate_word, FUTEX_WAIT_PRIVATE, w, NULL);
-		atomic_store_explicit(&t->gate_depth, 1, memory_order_relaxed);
-		/* The retry is rare: a real fence keeps it simple. */
-		atomic_thread_fence(memory_order_seq_cst);
+		/* Rare: a full barrier (seq_cst store) keeps the retry simple. */
+		atomic_store_explicit(&t->gate_depth, 1, memory_order_seq_cst);
 	}
 }
 
 void gs_gate_exit_slow(struct gs_thread *t)
 {
-	unsigned w = load_word_fenced();
+	unsigned w = load_word_ordered(t);
 
 	if ((w & GS_GATE_CLOSED) &&
 	    atomic_load_explicit(&t->gate_depth, memory_order_relaxed) == 0)
@@ -136,7 +142,8 @@ static int scan_thread(struct gs_thread *t, void *arg)
 
 	if (t->tid == s->self)
 		return 0;
-	if (atomic_load_explicit(&t->gate_depth, memory_order_acquire) == 0)
+	/* seq_cst: pairs with load_word_ordered() in fence mode. */
+	if (atomic_load_explicit(&t->gate_depth, memory_order_seq_cst) == 0)
 		return 0;
 	if (s->report && s->busy < GS_GATE_REPORT_MAX) {
 		struct gs_gate_inflight *c = &s->report->calls[s->busy];
@@ -185,22 +192,20 @@ int gs_gate_close(unsigned timeout_ms, struct gs_gate_report *report)
 		pthread_mutex_unlock(&close_lock);
 		return -EALREADY;
 	}
-	atomic_fetch_or(&gs_gate_word, GS_GATE_CLOSED);
+	atomic_fetch_or_explicit(&gs_gate_word, GS_GATE_CLOSED, memory_order_seq_cst);
 	/*
 	 * Pairs with the compiler-only barrier between the depth store and the
 	 * gate-word load in gs_gate_enter(): after this, every thread either
-	 * has its depth store visible here or will see the gate closed.
+	 * has its depth store visible to the scan below or will see the gate
+	 * closed. (In fence mode the seq_cst operations above and in the scan
+	 * do the same.)
 	 */
-	if (use_membarrier) {
-		if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) != 0) {
-			rc = -errno;
-			gs_perror("membarrier failed while closing the gate");
-			reopen_locked();
-			pthread_mutex_unlock(&close_lock);
-			return rc;
-		}
-	} else {
-		atomic_thread_fence(memory_order_seq_cst);
+	if (use_membarrier && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) != 0) {
+		rc = -errno;
+		gs_perror("membarrier failed while closing the gate");
+		reopen_locked();
+		pthread_mutex_unlock(&close_lock);
+		return rc;
 	}
 
 	deadline = now_ns() + (int64_t)timeout_ms * 1000000;

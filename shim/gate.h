@@ -35,7 +35,7 @@ extern _Atomic unsigned gs_gate_word;
 void gs_gate_enter_slow(struct gs_thread *t);
 void gs_gate_exit_slow(struct gs_thread *t);
 
-static inline void gs_gate_enter(struct gs_thread *t, int sym)
+static inline __attribute__((always_inline)) void gs_gate_enter(struct gs_thread *t, int sym)
 {
 	unsigned depth = atomic_load_explicit(&t->gate_depth, memory_order_relaxed);
 
@@ -49,7 +49,7 @@ static inline void gs_gate_enter(struct gs_thread *t, int sym)
 		gs_gate_enter_slow(t);
 }
 
-static inline void gs_gate_exit(struct gs_thread *t)
+static inline __attribute__((always_inline)) void gs_gate_exit(struct gs_thread *t)
 {
 	unsigned depth = atomic_load_explicit(&t->gate_depth, memory_order_relaxed);
 

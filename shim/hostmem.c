@@ -6,6 +6,7 @@
 #include "hostmem.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -17,6 +18,23 @@
 
 #define ALLOC_FLAGS                                                                    \
 	(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED)
+
+static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
+
+static void teardown(CUcontext ctx, void *arg)
+{
+	(void)arg;
+	gs_hostmem_ctx_destroyed(ctx);
+}
+
+static void setup(void)
+{
+	int rc = gs_trk_on_ctx_teardown(teardown, NULL);
+
+	if (rc < 0)
+		gs_log_at(GS_LOG_ERROR, -rc, "cannot register for context teardown: pinned host "
+			  "memory of destroyed contexts will stay allocated");
+}
 
 static CUcontext ctx_real(CUcontext app)
 {
@@ -72,6 +90,9 @@ static CUresult host_alloc(void **pp, size_t size, unsigned flags)
 	size_t len = page_round(size);
 	if (len < size)
 		return CUDA_ERROR_OUT_OF_MEMORY;
+	/* Before the first allocation: none can belong to a context destroyed
+	 * earlier. */
+	pthread_once(&setup_once, setup);
 
 	/* Private anonymous memory: nothing outlives the process, and like the
 	 * driver's pinned memory it is zero-filled on first touch. */

@@ -41,11 +41,11 @@
 unsigned gs_hostmem_register_flags(unsigned alloc_flags);
 
 /*
- * The context hooks call this next to gs_arena_ctx_destroyed (after
- * cuCtxDestroy, the last primary release or a primary reset succeeded): the
- * shim's host allocations made in the context (app-visible handle) are
+ * A context (app-visible handle) died (cuCtxDestroy, the last primary
+ * release, a primary reset): the shim's host allocations made in it are
  * unpinned and unmapped, as the driver frees its own. The context is gone:
- * it is never made current again here.
+ * it is never made current again here. Registered as a tracker teardown
+ * callback before the first allocation.
  */
 void gs_hostmem_ctx_destroyed(CUcontext ctx);
 

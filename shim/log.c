@@ -36,6 +36,21 @@ int gs_log_parse_level(const char *name)
 	return -1;
 }
 
+static void log_emit(int level, const char *subsys, int errnum, const char *fmt, va_list ap)
+	__attribute__((format(printf, 4, 0)));
+
+static void log_emit_f(int level, const char *subsys, int errnum, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void log_emit_f(int level, const char *subsys, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(level, subsys, errnum, fmt, ap);
+	va_end(ap);
+}
+
 static void log_setup_once(void)
 {
 	const char *level = getenv("GPUSWAP_LOG");
@@ -64,12 +79,14 @@ static void log_setup_once(void)
 	}
 	atomic_store_explicit(&gs_log_threshold, threshold, memory_order_relaxed);
 
+	/* log_emit, not gs_log_write: we are inside the pthread_once that
+	 * gs_log_write would wait for. */
 	if (bad_level)
-		gs_log_write(GS_LOG_WARN, "shim", 0,
+		log_emit_f(GS_LOG_WARN, "shim", 0,
 			     "GPUSWAP_LOG=%s is not one of error, warn, info, debug, trace; using warn",
 			     level);
 	if (open_errno)
-		gs_log_write(GS_LOG_WARN, "shim", open_errno,
+		log_emit_f(GS_LOG_WARN, "shim", open_errno,
 			     "cannot open GPUSWAP_LOG_FILE=%s, logging to stderr", file);
 }
 
@@ -95,14 +112,22 @@ static void write_all(int fd, const char *buf, size_t len)
 
 void gs_log_write(int level, const char *subsys, int errnum, const char *fmt, ...)
 {
+	va_list ap;
+
+	gs_log_setup();
+	va_start(ap, fmt);
+	log_emit(level, subsys, errnum, fmt, ap);
+	va_end(ap);
+}
+
+static void log_emit(int level, const char *subsys, int errnum, const char *fmt, va_list ap)
+{
 	char line[2048];
 	size_t cap = sizeof(line) - 1; /* room for the final newline */
 	size_t len;
 	int saved_errno = errno;
 	int n;
-	va_list ap;
 
-	gs_log_setup();
 	if (level < GS_LOG_ERROR || level > GS_LOG_TRACE)
 		level = GS_LOG_ERROR;
 
@@ -110,9 +135,7 @@ void gs_log_write(int level, const char *subsys, int errnum, const char *fmt, ..
 		     level_names[level]);
 	len = n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
 
-	va_start(ap, fmt);
 	n = vsnprintf(line + len, cap - len, fmt, ap);
-	va_end(ap);
 	if (n > 0)
 		len += (size_t)n < cap - len ? (size_t)n : cap - len - 1;
 

@@ -33,7 +33,7 @@ extern _Atomic int gs_init_state;
  * CUDA_SUCCESS, or CUDA_ERROR_NO_DEVICE without a real driver. */
 CUresult gs_init_slow(void);
 
-static inline CUresult gs_init(void)
+static inline __attribute__((always_inline)) CUresult gs_init(void)
 {
 	if (GS_LIKELY(atomic_load_explicit(&gs_init_state, memory_order_acquire) == GS_INIT_READY))
 		return CUDA_SUCCESS;
@@ -42,7 +42,7 @@ static inline CUresult gs_init(void)
 
 /* Start of every wrapped call: initialisation, this thread's record, the
  * call counter. */
-static inline CUresult gs_call_begin(int sym, struct gs_thread **self)
+static inline __attribute__((always_inline)) CUresult gs_call_begin(int sym, struct gs_thread **self)
 {
 	CUresult rc = gs_init();
 	struct gs_thread *t;

@@ -60,8 +60,9 @@ static bool in_bounds(uint64_t off, uint64_t len, uint64_t size)
 #define ELF_SHT_CUDA_SHARED 0x7000000au
 /* Every cubin nvcc 13.0 writes has EI_OSABI 0x41 and EI_ABIVERSION 8, and
  * the SM in bits 8..15 of e_flags (0x6005004 for sm_80, 0x6007902 for
- * sm_121; sm_90a is not told apart from sm_90 there). Older toolkits used
- * another OSABI with the SM in the low byte. */
+ * sm_121; sm_90a is not told apart from sm_90 there). Cubins of older
+ * toolkits use another OSABI and keep the SM in the low byte (0x500550 for
+ * sm_80, as published for CUDA 12; not checked against such a toolkit). */
 #define ELF_OSABI_CUDA_V8 0x41
 #define CUBIN_MAX_SECTIONS ((uint64_t)1 << 22)
 
@@ -411,17 +412,10 @@ static int fatbin_choose(const void *fatbin, size_t size, unsigned sm,
 	return 0;
 }
 
-/* nvcc 13.0's zstd payloads are single frames that record their content
- * size, which must match the entry's uncompressed size. */
 static int unzstd(const void *src, size_t len, void *dst, size_t usize)
 {
-	unsigned long long fcs = ZSTD_getFrameContentSize(src, len);
-	size_t n;
+	size_t n = ZSTD_decompress(dst, usize, src, len);
 
-	if (fcs == ZSTD_CONTENTSIZE_ERROR ||
-	    (fcs != ZSTD_CONTENTSIZE_UNKNOWN && fcs != usize))
-		return -EINVAL;
-	n = ZSTD_decompress(dst, usize, src, len);
 	if (ZSTD_isError(n) || n != usize)
 		return -EINVAL;
 	return 0;
@@ -457,6 +451,8 @@ static int entry_extract(const struct gs_fatbin_entry *e, struct gs_code *code)
 	 * block expands more than ~255 times. */
 	if (comp == GS_FATBIN_FLAG_COMPRESSED_LZ4 && len / 255 > e->payload_size + 16)
 		return -EINVAL;
+	/* nvcc 13.0's zstd payloads are single frames that record their
+	 * content size: check it against the entry before allocating. */
 	if (comp == GS_FATBIN_FLAG_COMPRESSED_ZSTD) {
 		unsigned long long fcs = ZSTD_getFrameContentSize(e->payload, e->payload_size);
 

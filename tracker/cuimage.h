@@ -106,7 +106,7 @@ struct gs_code_info {
 	size_t nkernels;
 	struct gs_global_info *globals;
 	size_t nglobals;
-	void *storage; /* PTX initial values the globals' init point into */
+	void *storage; /* owns PTX initial values (globals' init); internal */
 };
 int gs_code_parse(const struct gs_code *code, struct gs_code_info *info);
 void gs_code_info_free(struct gs_code_info *info);
@@ -116,9 +116,14 @@ void gs_code_info_free(struct gs_code_info *info);
 int gs_image_archs(const void *image, size_t size, struct gs_fatbin_entry *out, size_t max);
 
 /* --- Added helpers --------------------------------------------------------
+ * gs_image_probe sets *inner to the image itself for every kind but the
+ * wrapper, so (*inner, *size) always names the bytes to copy; any of its
+ * output pointers may be NULL. With max_len SIZE_MAX only the image's own
+ * headers bound the reads (a fatbin wrapper's fatbin is always probed so).
  * gs_image_archs returns the number of entries filled (at most max); with
  * out == NULL and max == 0 it returns how many there are. A bare cubin or
- * PTX counts as one entry. */
+ * PTX counts as one entry. Entries of other kinds (LTO IR) are listed but
+ * never selected. */
 
 /* Whether the code of one entry (kind, arch, flags as in gs_fatbin_entry)
  * can run on a device of compute capability sm, by the rules of

@@ -357,22 +357,24 @@ int gs_devmap_to_app(struct gs_devmap *d, int real)
 
 int gs_devmap_set(struct gs_devmap *d, const int *real, int count)
 {
-	bool used[GS_MAX_DEVICES] = { false };
+	int to_app[GS_MAX_DEVICES];
 
 	if (count != gs_devmap_count(d))
 		return -EINVAL;
+	for (int r = 0; r < GS_MAX_DEVICES; r++)
+		to_app[r] = -1;
 	for (int i = 0; i < count; i++) {
-		if (real[i] < 0 || real[i] >= GS_MAX_DEVICES || used[real[i]])
+		if (real[i] < 0 || real[i] >= GS_MAX_DEVICES || to_app[real[i]] >= 0)
 			return -EINVAL;
-		used[real[i]] = true;
+		to_app[real[i]] = i;
 	}
+	/* Each entry is stored once, with its final value: a concurrent
+	 * reader sees the old or the new answer, never a transient hole. */
 	pthread_mutex_lock(&d->lock);
 	for (int r = 0; r < GS_MAX_DEVICES; r++)
-		__atomic_store_n(&d->to_app[r], -1, __ATOMIC_RELAXED);
-	for (int i = 0; i < count; i++) {
+		__atomic_store_n(&d->to_app[r], to_app[r], __ATOMIC_RELEASE);
+	for (int i = 0; i < count; i++)
 		__atomic_store_n(&d->to_real[i], real[i], __ATOMIC_RELEASE);
-		__atomic_store_n(&d->to_app[real[i]], i, __ATOMIC_RELEASE);
-	}
 	pthread_mutex_unlock(&d->lock);
 	return 0;
 }

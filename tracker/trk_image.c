@@ -162,14 +162,22 @@ out:
 	return rc;
 }
 
+/* A file's image: classified by its headers. trk_read_file leaves a NUL
+ * after the bytes, so PTX text (which files do not NUL-terminate) is kept
+ * as the driver takes it from memory, NUL included. */
 static void image_classify(struct gs_image_copy *img)
 {
 	enum gs_image_kind kind;
 	const void *inner;
 	size_t size;
 
-	img->kind = gs_image_probe(img->data, img->size, &kind, &size, &inner) ? GS_IMAGE_UNKNOWN
-										: kind;
+	if (gs_image_probe(img->data, img->size + 1, &kind, &size, &inner)) {
+		img->kind = GS_IMAGE_UNKNOWN;
+		return;
+	}
+	img->kind = kind;
+	if (kind == GS_IMAGE_PTX && size == img->size + 1)
+		img->size = size;
 }
 
 /*

@@ -277,6 +277,7 @@ static int carve_clone(struct gs_rec *r, uint64_t start, uint64_t size, struct g
 		if (!b)
 			return -ENOMEM;
 		b->rec = *(struct gs_resv_rec *)r;
+		b->rec.size = size;
 		rc = addr_link(&b->rec.hdr, GS_KIND_RESERVATION, start, size, size, r->shim_owned);
 		if (rc) {
 			free(b);
@@ -292,6 +293,7 @@ static int carve_clone(struct gs_rec *r, uint64_t start, uint64_t size, struct g
 		if (!b)
 			return -ENOMEM;
 		b->rec = *m;
+		b->rec.size = size;
 		b->rec.offset = m->offset + (start - r->app);
 		b->rec.access = NULL;
 		if (m->naccess) {

@@ -170,7 +170,7 @@ Test(arena_core, hint_not_honoured)
 	uint64_t base, size;
 	gs_arena_window(b, &base, &size);
 	cr_expect_eq(base, cfg.base + f.misplace);
-	uint64_t va;
+	uint64_t va = 0;
 	cr_expect_eq(alloc_va(b, 100, CTX1, &va), CUDA_SUCCESS);
 	cr_expect(gs_arena_in_window(b, va));
 	gs_arena_destroy(b);

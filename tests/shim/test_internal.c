@@ -208,6 +208,29 @@ static void test_dump(void)
 	CHECK(buf[0] == '{' && buf[len - 2] == '}' && buf[len - 1] == '\n', "not one JSON line");
 }
 
+static double ns_per_call(CUresult (*fn)(CUcontext *), long n)
+{
+	struct timespec a, b;
+	CUcontext c;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	for (long i = 0; i < n; i++)
+		fn(&c);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	return ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / (double)n;
+}
+
+/* Informational: what a wrapper adds to a trivial driver call. */
+static void measure_wrapper(void)
+{
+	const long n = 5 * 1000 * 1000;
+	double direct = ns_per_call(gs_real.cuCtxGetCurrent, n);
+	double wrapped = ns_per_call(cuCtxGetCurrent, n);
+
+	printf("cuCtxGetCurrent: %.2f ns direct, %.2f ns through the wrapper (+%.2f ns)\n",
+	       direct, wrapped, wrapped - direct);
+}
+
 int main(void)
 {
 	if (!getenv("GPUSWAP_REAL_LIBCUDA"))
@@ -216,5 +239,6 @@ int main(void)
 	test_gate_with_wrappers();
 	test_export_table_hooks();
 	test_dump();
+	measure_wrapper();
 	return shimtest_result("internal");
 }

@@ -7,6 +7,20 @@
 #include <string.h>
 #include <time.h>
 
+/* Tests set the SIMCUDA_* variables they need and assume the simulator's
+ * defaults for the rest: whatever the caller's environment holds must not
+ * leak in. Runs in every test process before Criterion starts the test. */
+__attribute__((constructor)) static void st_clean_environment(void)
+{
+	static const char *const vars[] = {
+		"SIMCUDA_DEVICES", "SIMCUDA_ARCH", "SIMCUDA_MEM_MB", "SIMCUDA_VMM",
+		"SIMCUDA_P2P", "SIMCUDA_VA_BASE", "SIMCUDA_FAIL",
+	};
+
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		unsetenv(vars[i]);
+}
+
 const char *st_err(CUresult rc)
 {
 	/* A few buffers in turn: one message may name several results. */

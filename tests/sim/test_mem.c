@@ -452,13 +452,13 @@ Test(mem, async_forms)
 	CU_OK(cuMemcpyDtoHAsync(h_dst, a, 64 * 4, s));
 	CU_OK(cuStreamSynchronize(s));
 	for (int r = 0; r < 4; r++) {
-		for (int c = 0; c < 64; c++) {
+		for (int x = 0; x < 64; x++) {
 			unsigned char want = 0;
-			if (r < 2 && c < 3)
+			if (r < 2 && x < 3)
 				want = 0x9a;
-			if (r >= 2 && c < 4)
+			if (r >= 2 && x < 4)
 				want = 0x7b;
-			cr_assert_eq(h_dst[r * 64 + c], want, "row %d byte %d", r, c);
+			cr_assert_eq(h_dst[r * 64 + x], want, "row %d byte %d", r, x);
 		}
 	}
 	CU_OK(cuStreamDestroy(s));

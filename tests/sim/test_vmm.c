@@ -273,6 +273,9 @@ Test(vmm, read_only_access)
 	CU_OK(cuMemMap(va, g, 0, h, 0));
 	set_access(va, g, 0, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
 	CU_OK(cuMemsetD32(va, 0xabcdef01, 1));
+	/* A memset to device memory may still be queued when it returns:
+	 * let it run before its destination becomes read-only. */
+	CU_OK(cuCtxSynchronize());
 	set_access(va, g, 0, CU_MEM_ACCESS_FLAGS_PROT_READ);
 	CU_OK(cuMemGetAccess(&flags, &loc, va));
 	cr_assert_eq(flags, CU_MEM_ACCESS_FLAGS_PROT_READ);

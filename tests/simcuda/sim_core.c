@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * simcuda core: the environment, cuInit, every entry point's prologue
- * (initialisation check and fault injection), the handle registry, error
- * names and strings, cuGetProcAddress and cuGetExportTable.
+ * (initialisation check, host-function refusal, fault injection), the handle
+ * registry, cuGetProcAddress and cuGetExportTable.
  *
  * Environment (read once, at the first call of any entry point):
  *   SIMCUDA_DEVICES=N        number of devices (0..SIM_MAX_DEVICES, default 2;
@@ -250,12 +250,13 @@ static void env_parse(void)
 
 		/* Stable across runs (an image records the source UUID), distinct
 		 * per ordinal, and shaped like an RFC 4122 version-4 UUID. */
-		static const unsigned char prefix[8] = { 's', 'i', 'm', 'c', 'u', 0x40, 'd', 'a' };
+		static const char prefix[6] = { 's', 'i', 'm', 'c', 'u', 'd' };
 		memcpy(d->uuid.bytes, prefix, sizeof(prefix));
-		d->uuid.bytes[8] = (char)0x80;
-		d->uuid.bytes[9] = (char)(d->sm_major * 10 + d->sm_minor);
-		for (int b = 10; b < 16; b++)
-			d->uuid.bytes[b] = (char)(b == 15 ? i : 0x5a);
+		d->uuid.bytes[6] = 0x40;		       /* version 4 */
+		d->uuid.bytes[7] = (char)(d->sm_major * 10 + d->sm_minor);
+		d->uuid.bytes[8] = (char)0x80;		       /* RFC 4122 variant */
+		memset(d->uuid.bytes + 9, 0x5a, 6);
+		d->uuid.bytes[15] = (char)i;
 
 		d->pci_bus = (0x18 + 0x11 * i) & 0xff;
 	}
@@ -497,6 +498,23 @@ static void *self_symbol(const char *name)
 	return p;
 }
 
+/*
+ * The exported name of an ABI cuda.h no longer declares (an entry without a
+ * symbol). The driver names the ABIs of one function in order of version:
+ * NAME, NAME_v2, NAME_v3, ... (cuCtxCreate 2000/3020/11040/12050 are
+ * cuCtxCreate, cuCtxCreate_v2, _v3, _v4), so the k-th default-stream entry is
+ * NAME_v<k>. Whether the simulator exports that name decides the answer.
+ */
+static bool legacy_symbol(const struct gs_proc_entry *e, char *buf, size_t len)
+{
+	const struct gs_proc_entry *first;
+	size_t n = gs_proc_entries(e->name, &first), k = 0;
+	for (size_t i = 0; i < n && &first[i] != e; i++)
+		k += !first[i].ptds;
+	int w = k ? snprintf(buf, len, "%s_v%zu", e->name, k + 1) : snprintf(buf, len, "%s", e->name);
+	return w > 0 && (size_t)w < len;
+}
+
 static CUresult proc_address(const char *fn, const char *symbol, void **pfn, int cudaVersion,
 			     cuuint64_t flags, CUdriverProcAddressQueryResult *status)
 {
@@ -508,10 +526,15 @@ static CUresult proc_address(const char *fn, const char *symbol, void **pfn, int
 	if (flags & ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM |
 				  CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
 		return CUDA_ERROR_INVALID_VALUE;
+	/* Documented: asking for a CUDA newer than the driver is invalid. */
+	if (cudaVersion > SIM_DRIVER_VERSION)
+		return CUDA_ERROR_INVALID_VALUE;
 	const struct gs_proc_entry *e = gs_proc_lookup(symbol, cudaVersion, flags, &st);
-	/* An entry without a symbol is a legacy ABI cuda.h no longer declares;
-	 * the simulator implements none of those. */
-	void *p = e && e->symbol ? self_symbol(e->symbol) : NULL;
+	char legacy[128];
+	const char *name = e ? e->symbol : NULL;
+	if (e && !name && !e->ptds && legacy_symbol(e, legacy, sizeof(legacy)))
+		name = legacy;
+	void *p = name ? self_symbol(name) : NULL;
 	if (e && !p)
 		st = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
 	if (status)

@@ -99,12 +99,16 @@ struct sim_ctx *sim_ctx_current(void)
 	return stack.n ? stack.v[stack.n - 1] : NULL;
 }
 
+/* Read on every entry point that needs a context, hence atomic rather than
+ * under ctx_lock; written under ctx_lock. */
 static bool ctx_active(struct sim_ctx *c)
 {
-	pthread_mutex_lock(&ctx_lock);
-	bool a = full(c)->active;
-	pthread_mutex_unlock(&ctx_lock);
-	return a;
+	return __atomic_load_n(&full(c)->active, __ATOMIC_ACQUIRE);
+}
+
+static void set_active(struct ctx_full *f, bool a)
+{
+	__atomic_store_n(&f->active, a, __ATOMIC_RELEASE);
 }
 
 CUresult sim_ctx_require(const char *fn, struct sim_ctx **out)
@@ -115,6 +119,11 @@ CUresult sim_ctx_require(const char *fn, struct sim_ctx **out)
 		return CUDA_ERROR_INVALID_CONTEXT;
 	if (!sim_handle_is_live(SIM_KIND_CTX, c) || !ctx_active(c))
 		return CUDA_ERROR_CONTEXT_IS_DESTROYED;
+	/* After a fault the context is unusable: every call in it fails with
+	 * the fault, until it is destroyed or reset. */
+	CUresult rc = sim_ctx_sticky(c);
+	if (rc != CUDA_SUCCESS)
+		return rc;
 	*out = c;
 	return CUDA_SUCCESS;
 }
@@ -190,7 +199,7 @@ static void ctx_fresh(struct ctx_full *f)
 	f->c.sticky_error = CUDA_SUCCESS;
 	pthread_mutex_unlock(&f->c.lock);
 	f->id = next_ctx_id++;
-	f->active = true;
+	set_active(f, true);
 }
 
 static struct ctx_full *ctx_new(int device, unsigned flags, bool is_primary, unsigned api)
@@ -255,7 +264,7 @@ static struct ctx_full *primary_of(int dev)
 	 * (cuDevicePrimaryCtxGetState, SetFlags). */
 	struct ctx_full *n = ctx_new(dev, 0, true, 3020);
 	pthread_mutex_lock(&ctx_lock);
-	n->active = false;
+	set_active(n, false);
 	if (!primary[dev])
 		primary[dev] = n;
 	else
@@ -274,7 +283,7 @@ SIM_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
 	struct ctx_full *f = primary_of(dev);
 	pthread_mutex_lock(&primary_lock[dev]);
 	pthread_mutex_lock(&ctx_lock);
-	if (f->primary_refs++ == 0 && !f->active)
+	if (f->primary_refs++ == 0 && !ctx_active(&f->c))
 		ctx_fresh(f);
 	pthread_mutex_unlock(&ctx_lock);
 	pthread_mutex_unlock(&primary_lock[dev]);
@@ -299,7 +308,7 @@ SIM_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
 	if (last) {
 		ctx_teardown(&f->c);
 		pthread_mutex_lock(&ctx_lock);
-		f->active = false;
+		set_active(f, false);
 		pthread_mutex_unlock(&ctx_lock);
 	}
 	pthread_mutex_unlock(&primary_lock[dev]);
@@ -320,7 +329,7 @@ SIM_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
 		if (f->primary_refs)
 			ctx_fresh(f);
 		else
-			f->active = false;
+			set_active(f, false);
 		pthread_mutex_unlock(&ctx_lock);
 	}
 	pthread_mutex_unlock(&primary_lock[dev]);
@@ -336,7 +345,7 @@ SIM_EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flags
 	struct ctx_full *f = primary_of(dev);
 	pthread_mutex_lock(&ctx_lock);
 	*flags = f->c.flags;
-	*active = f->active;
+	*active = ctx_active(&f->c);
 	pthread_mutex_unlock(&ctx_lock);
 	return CUDA_SUCCESS;
 }
@@ -424,7 +433,7 @@ SIM_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
 		return CUDA_ERROR_INVALID_CONTEXT;
 	ctx_teardown(c);
 	pthread_mutex_lock(&ctx_lock);
-	full(c)->active = false;
+	set_active(full(c), false);
 	pthread_mutex_unlock(&ctx_lock);
 	sim_handle_destroy(c);
 	/* Only the caller's own stack is popped; other threads keep the

@@ -84,6 +84,7 @@ struct sim_exec {
 	struct sim_link streams;        /* created and per-thread, incl. dying */
 	struct sim_link events;
 	struct sim_link modules;        /* incl. a library's; under sim_module_lock */
+	bool tearing_down;              /* sim_exec_destroy_ctx is joining workers */
 };
 
 struct sim_exec *sim_exec_of(struct sim_ctx *ctx);

@@ -137,6 +137,7 @@ static void cubin_resources(const struct gs_code *code, const char *name, struct
 	snprintf(shared, sizeof(shared), ".nv.shared.%s", name);
 
 	size_t shstrndx;
+	bool reserved_window = false;
 	struct kernel_scan scan = { .res = res };
 	Elf_Scn *global_info = NULL, *kernel_info = NULL;
 	if (elf_getshdrstrndx(elf, &shstrndx) != 0)
@@ -155,12 +156,21 @@ static void cubin_resources(const struct gs_code *code, const char *name, struct
 			scan.symbol = sh.sh_info & 0xffffff;
 		} else if (strcmp(sname, shared) == 0) {
 			res->static_shared = (int)sh.sh_size;
+		} else if (strncmp(sname, ".nv.shared.reserved.", 20) == 0) {
+			reserved_window = true;
 		} else if (strcmp(sname, ".nv.info") == 0) {
 			global_info = scn;
 		} else if (strcmp(sname, info) == 0) {
 			kernel_info = scn;
 		}
 	}
+	/* sm_90 and later cubins lay the 1 KiB the system reserves per block
+	 * (CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK) into each
+	 * kernel's shared section, next to a .nv.shared.reserved.N marker
+	 * (seen with nvcc 13). It is no part of the kernel's own static shared
+	 * memory, which is what the driver reports. */
+	if (reserved_window)
+		res->static_shared = res->static_shared > 1024 ? res->static_shared - 1024 : 0;
 	Elf_Data *data;
 	if (global_info && scan.symbol && (data = elf_getdata(global_info, NULL)))
 		info_records(data, scan_global_info, &scan);

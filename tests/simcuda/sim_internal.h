@@ -1,10 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * simcuda internals shared between its source files. Ownership:
- *   sim_core.c   init, env, devices, attributes, errors, fault injection,
- *                handles, cuGetProcAddress, cuGetExportTable, version
- *   sim_ctx.c    primary and created contexts, current context, limits
- *   sim_mem.c    device memory, host memory, memcpy/memset, pointer queries
+ *   sim_core.c   init, env, fault injection, handles, cuGetProcAddress,
+ *                cuGetExportTable, version
+ *   sim_error.c  cuGetErrorName / cuGetErrorString
+ *   sim_device.c devices, attributes, PCI ids, peer capability
+ *   sim_ctx.c    primary and created contexts, current context, limits,
+ *                peer access
+ *   sim_mem.c    VA windows, range table, cuMemAlloc, access checks
+ *                (sim_mem.h: shared by the memory files only)
+ *   sim_host.c   pinned / registered host memory, pointer queries
+ *   sim_memcpy.c memcpy / memset
  *   sim_vmm.c    cuMemAddressReserve/Create/Map/SetAccess/...
  *   sim_stream.c streams (one worker thread each), events, host functions
  *   sim_module.c modules, libraries, functions, kernels, globals, launches
@@ -126,7 +132,10 @@ struct sim_ctx {
 
 /* The calling thread's current context, or NULL. */
 struct sim_ctx *sim_ctx_current(void);
-/* Current context or CUDA_ERROR_INVALID_CONTEXT. */
+/* The current context, usable: CUDA_ERROR_INVALID_CONTEXT when there is
+ * none, CUDA_ERROR_CONTEXT_IS_DESTROYED when it was destroyed (by another
+ * thread) or is a released primary context, and its sticky error after a
+ * fault (every call in a faulted context fails with it, as on a GPU). */
 CUresult sim_ctx_require(const char *fn, struct sim_ctx **out);
 /* A CUcontext argument (NULL = current). Aborts on a bad handle. Returns
  * NULL when c is NULL and no context is current. */

@@ -22,7 +22,7 @@
 #include "sim_mem.h"
 
 #define DEFAULT_VA_BASE ((uintptr_t)0x7e8000000000ULL)
-#define VA_LIMIT ((uintptr_t)0x7fff00000000ULL)
+#define VA_LIMIT ((uintptr_t)0x7f0000000000ULL) /* the lowest randomised mmap base */
 #define GIB ((size_t)1 << 30)
 
 struct window {
@@ -296,11 +296,6 @@ void sim_mem_uncharge(int dev, size_t bytes)
 	mem.used[dev] -= bytes;
 }
 
-size_t sim_mem_used(int dev)
-{
-	return mem.used[dev];
-}
-
 unsigned long long sim_mem_next_id(void)
 {
 	return atomic_fetch_add(&next_id, 1);
@@ -511,7 +506,8 @@ SIM_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
 				  "not a cuMemAlloc pointer", p,
 				  r->start == p ? "the start of" : "inside", range_kind(r), r->start,
 				  r->size);
-		no_allocation(p, 0, "cuMemFree_v2");
+		sim_abort("cuMemFree_v2", "0x%" PRIxPTR " is not a live allocation (freed already, "
+			  "or never allocated)", p);
 	}
 	/* cuMemFree synchronises: work already queued that uses the memory
 	 * (in its own context or the caller's) finishes first. A context with

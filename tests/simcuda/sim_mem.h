@@ -88,7 +88,6 @@ uintptr_t sim_va_find(int window, size_t span, size_t align);
 /* Device memory accounting (cuMemGetInfo). */
 CUresult sim_mem_charge(int dev, size_t bytes);
 void sim_mem_uncharge(int dev, size_t bytes);
-size_t sim_mem_used(int dev);
 unsigned long long sim_mem_next_id(void);
 
 /* Reserve [p, p+n) PROT_NONE exactly there, or NULL if anything is in the

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * cuMemcpy* and cuMemset*. Every copy runs on a stream worker, so it is as
+ * cuMemcpy* (1D, 2D, 3D, peer) and cuMemset*. Every copy runs on a stream worker, so it is as
  * asynchronous as on a GPU, and each call returns when the CUDA "API
  * synchronization behavior" rules say it does:
  *
@@ -44,19 +44,34 @@ enum role {
 	ROLE_UNIFIED, /* cuMemcpy: whatever the address is */
 };
 
+/* Up to three dimensions: `depth` slices of `height` rows of `width` bytes,
+ * rows `pitch` apart and slices `slice` apart on each side. */
 struct copy {
 	const char *fn;
 	uintptr_t dst, src;
 	size_t dpitch, spitch, width, height;
+	size_t dslice, sslice, depth;
 	enum side dside, sside;
 	void *staging;
 	unsigned elem; /* memset: 1, 2 or 4; 0 for a copy */
 	uint32_t value;
 };
 
-static size_t extent(size_t pitch, size_t width, size_t height)
+/* Bytes from the first to the past-the-end byte touched on one side. */
+static size_t extent(size_t slice, size_t pitch, const struct copy *c)
 {
-	return height ? (height - 1) * pitch + width : 0;
+	if (!c->width || !c->height || !c->depth)
+		return 0;
+	return (c->depth - 1) * slice + (c->height - 1) * pitch + c->width;
+}
+
+/* Whether extent() can be computed without overflow. */
+static bool extent_ok(size_t slice, size_t pitch, const struct copy *c)
+{
+	size_t a, b;
+	return !__builtin_mul_overflow(c->depth ? c->depth - 1 : 0, slice, &a) &&
+	       !__builtin_mul_overflow(c->height ? c->height - 1 : 0, pitch, &b) &&
+	       !__builtin_add_overflow(a, b, &a) && !__builtin_add_overflow(a, c->width, &a);
 }
 
 /* With the memory lock held: where [p, p+n) is, and whether it is usable. */
@@ -100,18 +115,17 @@ static CUresult copy_run(void *arg)
 
 	sim_mem_rdlock();
 	if (c->dside != SIDE_PAGEABLE)
-		rc = sim_mem_access_locked(c->dst, extent(c->dpitch, c->width, c->height), -1, true,
-					   c->fn);
+		rc = sim_mem_access_locked(c->dst, extent(c->dslice, c->dpitch, c), -1, true, c->fn);
 	if (rc == CUDA_SUCCESS && !c->elem && c->sside != SIDE_PAGEABLE)
-		rc = sim_mem_access_locked(c->src, extent(c->spitch, c->width, c->height), -1,
-					   false, c->fn);
-	if (rc == CUDA_SUCCESS) {
+		rc = sim_mem_access_locked(c->src, extent(c->sslice, c->spitch, c), -1, false, c->fn);
+	for (size_t z = 0; rc == CUDA_SUCCESS && z < c->depth; z++) {
 		for (size_t y = 0; y < c->height; y++) {
-			uint8_t *d = (uint8_t *)(c->dst + y * c->dpitch);
+			uint8_t *d = (uint8_t *)(c->dst + z * c->dslice + y * c->dpitch);
 			if (c->elem)
 				fill(d, c->width, c->elem, c->value);
 			else
-				memmove(d, (const uint8_t *)(c->src + y * c->spitch), c->width);
+				memmove(d, (const uint8_t *)(c->src + z * c->sslice + y * c->spitch),
+					c->width);
 		}
 	}
 	sim_mem_unlock();
@@ -136,15 +150,18 @@ static CUresult copy_issue(const char *fn, bool ptds, CUstream hstream, bool asy
 	if (rc != CUDA_SUCCESS)
 		return rc;
 	struct sim_stream *s = sim_stream_resolve(async ? hstream : NULL, ptds, ctx, fn);
+	if (!c->depth)
+		c->depth = 1;
 	if (c->width == 0 || c->height == 0)
 		return CUDA_SUCCESS;
+	if (!extent_ok(c->dslice, c->dpitch, c) || (!c->elem && !extent_ok(c->sslice, c->spitch, c)))
+		return CUDA_ERROR_INVALID_VALUE;
 
 	c->fn = fn;
 	sim_mem_rdlock();
-	rc = side_check(fn, c->dst, extent(c->dpitch, c->width, c->height), true, dst_role,
-			&c->dside);
+	rc = side_check(fn, c->dst, extent(c->dslice, c->dpitch, c), true, dst_role, &c->dside);
 	if (rc == CUDA_SUCCESS && !c->elem)
-		rc = side_check(fn, c->src, extent(c->spitch, c->width, c->height), false, src_role,
+		rc = side_check(fn, c->src, extent(c->sslice, c->spitch, c), false, src_role,
 				&c->sside);
 	sim_mem_unlock();
 	if (rc != CUDA_SUCCESS)
@@ -176,16 +193,20 @@ static CUresult copy_issue(const char *fn, bool ptds, CUstream hstream, bool asy
 			free(heap);
 			return rc;
 		}
-		heap->staging = malloc(c->width * c->height);
+		size_t rows = c->height * c->depth;
+		heap->staging = rows <= SIZE_MAX / c->width ? malloc(c->width * rows) : NULL;
 		if (!heap->staging) {
 			free(heap);
 			return CUDA_ERROR_OUT_OF_MEMORY;
 		}
-		for (size_t y = 0; y < c->height; y++)
-			memcpy((uint8_t *)heap->staging + y * c->width,
-			       (const uint8_t *)(c->src + y * c->spitch), c->width);
+		uint8_t *to = heap->staging;
+		for (size_t z = 0; z < c->depth; z++)
+			for (size_t y = 0; y < c->height; y++, to += c->width)
+				memcpy(to, (const uint8_t *)(c->src + z * c->sslice + y * c->spitch),
+				       c->width);
 		heap->src = (uintptr_t)heap->staging;
 		heap->spitch = c->width;
+		heap->sslice = c->width * c->height;
 	}
 	rc = sim_stream_submit(s, copy_run, heap, copy_free);
 	if (rc != CUDA_SUCCESS) {
@@ -200,68 +221,115 @@ static CUresult copy_1d(const char *fn, bool ptds, CUstream s, bool async, uintp
 {
 	if ((src_role == ROLE_HOST && !src && n) || (dst_role == ROLE_HOST && !dst && n))
 		return CUDA_ERROR_INVALID_VALUE;
-	struct copy c = { .dst = dst, .src = src, .dpitch = n, .spitch = n, .width = n, .height = 1 };
+	struct copy c = { .dst = dst, .src = src, .dpitch = n, .spitch = n, .width = n, .height = 1,
+			  .depth = 1 };
 	return copy_issue(fn, ptds, s, async, &c, dst_role, src_role);
 }
 
-/* ---- 2D --------------------------------------------------------------------------- */
+/* ---- 2D and 3D ---------------------------------------------------------------------- */
+
+/* One side of a CUDA_MEMCPY2D / CUDA_MEMCPY3D(_PEER). */
+struct side_desc {
+	CUmemorytype type;
+	const void *host;
+	CUdeviceptr dev;
+	CUarray array;
+	size_t x, y, z, pitch, height;
+};
+
+/* The address of the side's first byte, and the role its pointer plays. */
+static CUresult side_start(const struct side_desc *d, size_t width, size_t height, size_t depth,
+			   bool aligned, uintptr_t *addr, enum role *role)
+{
+	switch (d->type) {
+	case CU_MEMORYTYPE_HOST:
+		*addr = (uintptr_t)d->host;
+		*role = ROLE_HOST;
+		break;
+	case CU_MEMORYTYPE_DEVICE:
+		*addr = (uintptr_t)d->dev;
+		*role = ROLE_DEVICE;
+		break;
+	case CU_MEMORYTYPE_UNIFIED:
+		*addr = (uintptr_t)d->dev;
+		*role = ROLE_UNIFIED;
+		break;
+	case CU_MEMORYTYPE_ARRAY:
+		return CUDA_ERROR_NOT_SUPPORTED; /* CUDA arrays are not simulated */
+	default:
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+	if (!width || !height || !depth)
+		return CUDA_SUCCESS;
+	if ((height > 1 || depth > 1) && d->pitch < width + d->x)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (depth > 1 && d->height < height + d->y)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (aligned && d->pitch > 0x7fffffff) /* CU_DEVICE_ATTRIBUTE_MAX_PITCH */
+		return CUDA_ERROR_INVALID_VALUE;
+	if (*role == ROLE_HOST && !*addr)
+		return CUDA_ERROR_INVALID_VALUE;
+	size_t off, slice;
+	if (__builtin_mul_overflow(d->pitch, d->height, &slice) ||
+	    __builtin_mul_overflow(d->z, slice, &off) || __builtin_add_overflow(off, d->y * d->pitch, &off) ||
+	    __builtin_add_overflow(off, d->x, &off) || __builtin_add_overflow(*addr, off, addr))
+		return CUDA_ERROR_INVALID_VALUE;
+	return CUDA_SUCCESS;
+}
+
+static CUresult copy_sides(const char *fn, bool ptds, CUstream s, bool async,
+			   const struct side_desc *dst, const struct side_desc *src, size_t width,
+			   size_t height, size_t depth, bool aligned)
+{
+	uintptr_t daddr, saddr;
+	enum role drole, srole;
+	CUresult rc = side_start(dst, width, height, depth, aligned, &daddr, &drole);
+	if (rc == CUDA_SUCCESS)
+		rc = side_start(src, width, height, depth, aligned, &saddr, &srole);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	struct copy c = { .dst = daddr, .src = saddr, .dpitch = dst->pitch, .spitch = src->pitch,
+			  .dslice = dst->pitch * dst->height, .sslice = src->pitch * src->height,
+			  .width = width, .height = height, .depth = depth };
+	return copy_issue(fn, ptds, s, async, &c, drole, srole);
+}
 
 static CUresult copy_2d(const char *fn, bool ptds, CUstream s, bool async, const CUDA_MEMCPY2D *p,
 			bool aligned)
 {
 	if (!p)
 		return CUDA_ERROR_INVALID_VALUE;
-	const struct {
-		CUmemorytype type;
-		const void *host;
-		CUdeviceptr dev;
-		CUarray array;
-		size_t x, y, pitch;
-	} side[2] = {
-		{ p->dstMemoryType, p->dstHost, p->dstDevice, p->dstArray, p->dstXInBytes, p->dstY,
-		  p->dstPitch },
-		{ p->srcMemoryType, p->srcHost, p->srcDevice, p->srcArray, p->srcXInBytes, p->srcY,
-		  p->srcPitch },
-	};
-	uintptr_t addr[2];
-	enum role role[2];
-	for (int i = 0; i < 2; i++) {
-		size_t pitch = side[i].pitch;
-		switch (side[i].type) {
-		case CU_MEMORYTYPE_HOST:
-			addr[i] = (uintptr_t)side[i].host;
-			role[i] = ROLE_HOST;
-			break;
-		case CU_MEMORYTYPE_DEVICE:
-			addr[i] = (uintptr_t)side[i].dev;
-			role[i] = ROLE_DEVICE;
-			break;
-		case CU_MEMORYTYPE_UNIFIED:
-			addr[i] = (uintptr_t)side[i].dev;
-			role[i] = ROLE_UNIFIED;
-			break;
-		case CU_MEMORYTYPE_ARRAY:
-			return CUDA_ERROR_NOT_SUPPORTED; /* CUDA arrays are not simulated */
-		default:
-			return CUDA_ERROR_INVALID_VALUE;
-		}
-		if (p->Height > 1 && pitch < p->WidthInBytes + side[i].x)
-			return CUDA_ERROR_INVALID_VALUE;
-		if (aligned && pitch > 0x7fffffff) /* CU_DEVICE_ATTRIBUTE_MAX_PITCH */
-			return CUDA_ERROR_INVALID_VALUE;
-		if (role[i] == ROLE_HOST && !addr[i] && p->WidthInBytes && p->Height)
-			return CUDA_ERROR_INVALID_VALUE;
-		addr[i] += side[i].y * pitch + side[i].x;
-	}
-	struct copy c = { .dst = addr[0], .src = addr[1], .dpitch = side[0].pitch,
-			  .spitch = side[1].pitch, .width = p->WidthInBytes, .height = p->Height };
-	return copy_issue(fn, ptds, s, async, &c, role[0], role[1]);
+	struct side_desc dst = { p->dstMemoryType, p->dstHost, p->dstDevice, p->dstArray,
+				 p->dstXInBytes, p->dstY, 0, p->dstPitch, 0 };
+	struct side_desc src = { p->srcMemoryType, p->srcHost, p->srcDevice, p->srcArray,
+				 p->srcXInBytes, p->srcY, 0, p->srcPitch, 0 };
+	return copy_sides(fn, ptds, s, async, &dst, &src, p->WidthInBytes, p->Height, 1, aligned);
 }
 
-/* ---- peer ------------------------------------------------------------------------- */
+static CUresult copy_3d(const char *fn, bool ptds, CUstream s, bool async, const CUDA_MEMCPY3D *p)
+{
+	if (!p || p->srcLOD || p->dstLOD || p->reserved0 || p->reserved1)
+		return CUDA_ERROR_INVALID_VALUE;
+	struct side_desc dst = { p->dstMemoryType, p->dstHost, p->dstDevice, p->dstArray,
+				 p->dstXInBytes, p->dstY, p->dstZ, p->dstPitch, p->dstHeight };
+	struct side_desc src = { p->srcMemoryType, p->srcHost, p->srcDevice, p->srcArray,
+				 p->srcXInBytes, p->srcY, p->srcZ, p->srcPitch, p->srcHeight };
+	return copy_sides(fn, ptds, s, async, &dst, &src, p->WidthInBytes, p->Height, p->Depth, true);
+}
 
-static CUresult copy_peer(const char *fn, bool ptds, CUstream s, bool async, CUdeviceptr dst,
-			  CUcontext dst_ctx, CUdeviceptr src, CUcontext src_ctx, size_t n)
+/* ---- peer ----------------------------------------------------------------------------- */
+
+/* Whether a side that is device memory belongs to the context's device. */
+static bool peer_side_ok(uintptr_t p, enum role role, const struct sim_ctx *ctx)
+{
+	if (role == ROLE_HOST)
+		return true;
+	int dev = sim_mem_device_of((CUdeviceptr)p);
+	return dev == ctx->device || (dev < 0 && role == ROLE_UNIFIED);
+}
+
+static CUresult peer_issue(const char *fn, bool ptds, CUstream s, bool async, struct copy *c,
+			   enum role drole, CUcontext dst_ctx, enum role srole, CUcontext src_ctx)
 {
 	struct sim_ctx *cur;
 	CUresult rc = sim_ctx_require(fn, &cur);
@@ -271,13 +339,13 @@ static CUresult copy_peer(const char *fn, bool ptds, CUstream s, bool async, CUd
 		return CUDA_ERROR_INVALID_CONTEXT;
 	struct sim_ctx *dc = sim_handle_get(SIM_KIND_CTX, dst_ctx, fn);
 	struct sim_ctx *sc = sim_handle_get(SIM_KIND_CTX, src_ctx, fn);
-	if (n == 0)
+	if (!c->width || !c->height || !c->depth)
 		return CUDA_SUCCESS;
-	/* Each pointer must be memory of its context's device. */
-	if (sim_mem_device_of(dst) != dc->device || sim_mem_device_of(src) != sc->device) {
-		/* Unknown addresses get the usual abort from the access check. */
-		sim_mem_access(dst, n, -1, true, fn, NULL);
-		sim_mem_access(src, n, -1, false, fn, NULL);
+	/* Each pointer must be memory of its context's device; addresses the
+	 * simulator does not know get the usual abort from the access check. */
+	if (!peer_side_ok(c->dst, drole, dc) || !peer_side_ok(c->src, srole, sc)) {
+		sim_mem_access(c->dst, 1, -1, true, fn, NULL);
+		sim_mem_access(c->src, 1, -1, false, fn, NULL);
 		return CUDA_ERROR_INVALID_VALUE;
 	}
 	if (!async) {
@@ -286,13 +354,42 @@ static CUresult copy_peer(const char *fn, bool ptds, CUstream s, bool async, CUd
 		    (dc != sc && (rc = sim_exec_sync_ctx(dc)) != CUDA_SUCCESS))
 			return rc;
 	}
-	struct copy c = { .dst = dst, .src = src, .dpitch = n, .spitch = n, .width = n, .height = 1 };
-	rc = copy_issue(fn, ptds, s, async, &c, ROLE_DEVICE, ROLE_DEVICE);
+	rc = copy_issue(fn, ptds, s, async, c, drole, srole);
 	/* ... and with their future work, which a context other than the
 	 * current one only sees once the copy is done. */
 	if (rc == CUDA_SUCCESS && !async && (sc != cur || dc != cur))
 		rc = sim_stream_wait(sim_stream_resolve(NULL, ptds, cur, fn));
 	return rc;
+}
+
+static CUresult copy_peer(const char *fn, bool ptds, CUstream s, bool async, CUdeviceptr dst,
+			  CUcontext dst_ctx, CUdeviceptr src, CUcontext src_ctx, size_t n)
+{
+	struct copy c = { .dst = dst, .src = src, .dpitch = n, .spitch = n, .width = n, .height = 1,
+			  .depth = 1 };
+	return peer_issue(fn, ptds, s, async, &c, ROLE_DEVICE, dst_ctx, ROLE_DEVICE, src_ctx);
+}
+
+static CUresult copy_3d_peer(const char *fn, bool ptds, CUstream s, bool async,
+			     const CUDA_MEMCPY3D_PEER *p)
+{
+	if (!p || p->srcLOD || p->dstLOD)
+		return CUDA_ERROR_INVALID_VALUE;
+	struct side_desc dst = { p->dstMemoryType, p->dstHost, p->dstDevice, p->dstArray,
+				 p->dstXInBytes, p->dstY, p->dstZ, p->dstPitch, p->dstHeight };
+	struct side_desc src = { p->srcMemoryType, p->srcHost, p->srcDevice, p->srcArray,
+				 p->srcXInBytes, p->srcY, p->srcZ, p->srcPitch, p->srcHeight };
+	uintptr_t daddr, saddr;
+	enum role drole, srole;
+	CUresult rc = side_start(&dst, p->WidthInBytes, p->Height, p->Depth, true, &daddr, &drole);
+	if (rc == CUDA_SUCCESS)
+		rc = side_start(&src, p->WidthInBytes, p->Height, p->Depth, true, &saddr, &srole);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	struct copy c = { .dst = daddr, .src = saddr, .dpitch = dst.pitch, .spitch = src.pitch,
+			  .dslice = dst.pitch * dst.height, .sslice = src.pitch * src.height,
+			  .width = p->WidthInBytes, .height = p->Height, .depth = p->Depth };
+	return peer_issue(fn, ptds, s, async, &c, drole, p->dstContext, srole, p->srcContext);
 }
 
 /* ---- memset ----------------------------------------------------------------------- */
@@ -305,7 +402,7 @@ static CUresult set_2d(const char *fn, bool ptds, CUstream s, bool async, CUdevi
 	if (width > SIZE_MAX / elem || (height > 1 && pitch < width * elem))
 		return CUDA_ERROR_INVALID_VALUE;
 	struct copy c = { .dst = dst, .dpitch = pitch, .width = width * elem, .height = height,
-			  .elem = elem, .value = value };
+			  .depth = 1, .elem = elem, .value = value };
 	return copy_issue(fn, ptds, s, async, &c, ROLE_DEVICE, ROLE_DEVICE);
 }
 
@@ -374,6 +471,14 @@ SIM_PAIR(cuMemcpy2DUnaligned_v2, _ptds, (const CUDA_MEMCPY2D *pCopy),
 	 copy_2d(fn, ptds, NULL, false, pCopy, false))
 SIM_PAIR(cuMemcpy2DAsync_v2, _ptsz, (const CUDA_MEMCPY2D *pCopy, CUstream hStream),
 	 copy_2d(fn, ptds, hStream, true, pCopy, true))
+SIM_PAIR(cuMemcpy3D_v2, _ptds, (const CUDA_MEMCPY3D *pCopy),
+	 copy_3d(fn, ptds, NULL, false, pCopy))
+SIM_PAIR(cuMemcpy3DAsync_v2, _ptsz, (const CUDA_MEMCPY3D *pCopy, CUstream hStream),
+	 copy_3d(fn, ptds, hStream, true, pCopy))
+SIM_PAIR(cuMemcpy3DPeer, _ptds, (const CUDA_MEMCPY3D_PEER *pCopy),
+	 copy_3d_peer(fn, ptds, NULL, false, pCopy))
+SIM_PAIR(cuMemcpy3DPeerAsync, _ptsz, (const CUDA_MEMCPY3D_PEER *pCopy, CUstream hStream),
+	 copy_3d_peer(fn, ptds, hStream, true, pCopy))
 
 SIM_PAIR(cuMemsetD8_v2, _ptds, (CUdeviceptr dstDevice, unsigned char uc, size_t N),
 	 set_1d(fn, ptds, NULL, false, dstDevice, 1, uc, N))

@@ -214,6 +214,9 @@ static void *stream_worker(void *arg)
 static struct sim_stream *stream_new(struct sim_exec *exec, enum sim_stream_role role,
 				     unsigned flags, int priority)
 {
+	if (exec->tearing_down)
+		sim_abort("simcuda", "stream created in context %p while it is destroyed",
+			  (void *)exec->ctx);
 	struct sim_stream *s = sim_handle_new(SIM_KIND_STREAM, sizeof(*s));
 
 	s->ctx = exec->ctx;
@@ -245,6 +248,8 @@ static struct sim_stream *stream_new(struct sim_exec *exec, enum sim_stream_role
  * caller holds exec->lock. */
 static void reap_streams(struct sim_exec *exec)
 {
+	if (exec->tearing_down)
+		return;
 	for (struct sim_link *pos = exec->streams.next, *next; pos != &exec->streams; pos = next) {
 		next = pos->next;
 		struct sim_stream *s = sim_container_of(pos, struct sim_stream, exec_link);
@@ -516,30 +521,37 @@ CUresult sim_exec_sync_ctx(struct sim_ctx *ctx)
 void sim_exec_destroy_ctx(struct sim_ctx *ctx)
 {
 	struct sim_exec *exec = __atomic_load_n(&ctx->exec, __ATOMIC_ACQUIRE);
-	struct sim_link streams, events;
+	struct sim_link events, gone;
 
 	if (!exec)
 		return;
-	pthread_mutex_lock(&exec->lock);
-	sim_list_splice(&exec->streams, &streams);
-	if (exec->legacy)
-		sim_list_add_tail(&streams, &exec->legacy->exec_link);
-	exec->legacy = NULL;
-	sim_list_splice(&exec->events, &events);
-	pthread_mutex_unlock(&exec->lock);
-
 	/* As on a GPU, destroying a context lets its queued work finish first;
-	 * every stream handle is dead from here on. */
-	sim_list_for_each(pos, &streams) {
+	 * every stream handle is dead from here on. The streams stay listed
+	 * until their workers are joined, so that a module unloaded by another
+	 * thread meanwhile (cuLibraryUnload) still waits for the kernels. */
+	pthread_mutex_lock(&exec->lock);
+	exec->tearing_down = true;
+	sim_list_for_each(pos, &exec->streams) {
 		struct sim_stream *s = sim_container_of(pos, struct sim_stream, exec_link);
 		if (stream_close(s))
 			sim_handle_destroy(s);
 	}
-	while (!sim_list_empty(&streams)) {
-		struct sim_stream *s = sim_container_of(streams.next, struct sim_stream, exec_link);
-		sim_list_del(&s->exec_link);
-		pthread_join(s->worker, NULL);
-	}
+	if (exec->legacy && stream_close(exec->legacy))
+		sim_handle_destroy(exec->legacy);
+	sim_list_splice(&exec->events, &events);
+	pthread_mutex_unlock(&exec->lock);
+
+	/* Nobody adds or reaps streams while tearing_down is set. */
+	sim_list_for_each(pos, &exec->streams)
+		pthread_join(sim_container_of(pos, struct sim_stream, exec_link)->worker, NULL);
+	if (exec->legacy)
+		pthread_join(exec->legacy->worker, NULL);
+
+	pthread_mutex_lock(&exec->lock);
+	sim_list_splice(&exec->streams, &gone);
+	exec->legacy = NULL;
+	exec->tearing_down = false;
+	pthread_mutex_unlock(&exec->lock);
 	sim_event_destroy_all(&events);
 	sim_module_destroy_ctx(exec);
 }
