@@ -15,11 +15,11 @@
  *     driver only through `struct gs_arena_ops`, so unit tests drive it with
  *     a fake, and a thaw re-attaches the same records to another device.
  *
- *  2. The shim's device-memory layer (arena.c): the custom entry points
- *     cuMemAlloc, cuMemAllocPitch, cuMemFree, cuMemGetAddressRange and
- *     cuPointerGetAttribute(s), one core arena per application-visible
- *     device bound to the real driver's VMM calls, and the passthrough
- *     fallback.
+ *  2. The shim's device-memory layer: the custom entry points cuMemAlloc,
+ *     cuMemAllocPitch, cuMemFree, cuMemGetAddressRange and
+ *     cuPointerGetAttribute(s) and the passthrough fallback (arena.c); one
+ *     core arena per application-visible device bound to the real driver's
+ *     VMM calls, and the hooks for the rest of the shim (arena_driver.c).
  */
 #ifndef GS_ARENA_H
 #define GS_ARENA_H
@@ -183,7 +183,7 @@ CUresult gs_arena_attach(struct gs_arena *a, int device, const int *peers, unsig
 unsigned gs_arena_size_classes(uint64_t granularity, uint64_t *sizes, unsigned max);
 
 /* ===================================================================== */
-/* 2. The shim's device-memory layer (arena.c)                            */
+/* 2. The shim's device-memory layer (arena.c, arena_driver.c)            */
 /* ===================================================================== */
 
 /*
@@ -246,6 +246,13 @@ void gs_arena_ctx_destroyed(CUcontext ctx);
  */
 void gs_arena_peer_access_changed(int owner, int accessor, bool enabled);
 
+/* The arena serving application device `app` (real ordinal `real`), made at
+ * the first call; NULL when the device is served by passthrough. */
+struct gs_arena *gs_devmem_arena_for(int app, int real);
+/* The arena whose window holds `ptr`, and its application device in
+ * *device (may be NULL); NULL for none. Lock-free. */
+struct gs_arena *gs_devmem_arena_at(CUdeviceptr ptr, int *device);
+
 /* Which allocator served `ptr`, if any (freeze --check, tests). */
 enum gs_devmem_kind {
 	GS_DEVMEM_NONE = 0,     /* nothing the shim served */
@@ -272,6 +279,8 @@ CUresult gs_mem_enter(struct gs_thread **self, int sym);
 /* The calling thread's current context (app handle) and its device (app and
  * real ordinals); CUDA_ERROR_INVALID_CONTEXT when there is none. */
 CUresult gs_mem_current(CUcontext *ctx, int *app_dev, int *real_dev);
+/* The real handle behind an app-visible context (itself until a migration). */
+CUcontext gs_mem_ctx_real(CUcontext app);
 /* Wait for the work of real context ctx, as the driver's frees do; current
  * is the calling thread's current (real) context. */
 CUresult gs_mem_ctx_sync(CUcontext ctx, CUcontext current);

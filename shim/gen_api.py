@@ -810,13 +810,9 @@ def emit_symbols_txt(syms, tags, abis, funcs):
     return ''.join(o)
 
 
-def write_if_changed(path, content):
-    try:
-        with open(path, encoding='utf-8') as f:
-            if f.read() == content:
-                return
-    except FileNotFoundError:
-        pass
+def write_output(path, content):
+    # Always rewritten, never skipped when unchanged: ninja (without restat)
+    # would otherwise see outputs older than their inputs and rerun forever.
     tmp = path + '.tmp'
     with open(tmp, 'w', encoding='utf-8') as f:
         f.write(content)
@@ -874,7 +870,7 @@ def main(argv):
         'g_symbols.txt': emit_symbols_txt(syms, tags, abis, funcs),
     }
     for name, content in outputs.items():
-        write_if_changed(os.path.join(args.outdir, name), content)
+        write_output(os.path.join(args.outdir, name), content)
     print('gen_api: %d symbols (%d per-thread only), %d ABIs, %d mapped and checked, '
           '%d legacy' % (len(syms), len(ptds_only), len(abis), nchecked,
                          sum(1 for a in abis if not a.symbol)))

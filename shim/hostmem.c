@@ -36,11 +36,6 @@ static void setup(void)
 			  "memory of destroyed contexts will stay allocated");
 }
 
-static CUcontext ctx_real(CUcontext app)
-{
-	return (CUcontext)(uintptr_t)gs_hook_to_real(GS_KIND_CTX, (uintptr_t)app);
-}
-
 static size_t page_round(size_t n)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -142,7 +137,7 @@ static bool find_ours(const void *p, bool start, struct gs_host_desc *out)
  * else it was just destroyed and must not be made current again. */
 static void release(const struct gs_host_desc *d, bool ctx_alive)
 {
-	CUresult rc = ctx_alive ? unregister_in(ctx_real(d->ctx), d->ptr)
+	CUresult rc = ctx_alive ? unregister_in(gs_mem_ctx_real(d->ctx), d->ptr)
 				: GS_MEM_REAL(cuMemHostUnregister, d->ptr);
 
 	/* After cuCtxDestroy the driver has already dropped the registration
@@ -169,7 +164,7 @@ static CUresult host_free(void *p)
 		return CUDA_ERROR_INVALID_CONTEXT;
 	/* Like cuMemFree, the driver's cuMemFreeHost waits for queued work
 	 * that may still read or write the memory. */
-	rc = gs_mem_ctx_sync(ctx_real(d.ctx), current);
+	rc = gs_mem_ctx_sync(gs_mem_ctx_real(d.ctx), current);
 	if (rc != CUDA_SUCCESS)
 		return rc;
 	if (gs_trk_host_remove(p, &d) != 0)

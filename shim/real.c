@@ -17,6 +17,24 @@
 
 #define DRIVER_NAME "libcuda.so.1"
 
+/*
+ * The sanitizer runtimes refuse RTLD_DEEPBIND (a deep-bound library would
+ * bypass their interceptors). Sanitizer builds are test builds: without
+ * it, a driver's calls to its own exported functions may bind to the
+ * shim's wrappers, which forward them back, gated.
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define GS_DEEPBIND 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+	__has_feature(memory_sanitizer)
+#define GS_DEEPBIND 0
+#endif
+#endif
+#ifndef GS_DEEPBIND
+#define GS_DEEPBIND RTLD_DEEPBIND
+#endif
+
 const char *const gs_real_search_dirs[] = {
 	"/usr/local/nvidia/lib64", /* container runtimes (nvidia-docker, k8s) */
 	"/usr/local/nvidia/lib",
@@ -67,18 +85,21 @@ static int maps_path_of(const void *addr, char *out, size_t len)
 	return rc;
 }
 
+/* Any address inside the shim identifies it. A read-only object: it lies
+ * in a file-backed mapping (unlike .bss), and needs no conversion of a
+ * function pointer. */
+static const char self_marker[] = "gpuswap";
+
 /* Device and inode of the shim's own file. */
 static int self_identity(struct stat *st)
 {
 	Dl_info info;
 	char path[PATH_MAX];
 
-	/* Any address inside the shim identifies it; a data object avoids
-	 * converting a function pointer. */
-	if (dladdr(real_path, &info) && info.dli_fname &&
+	if (dladdr(self_marker, &info) && info.dli_fname &&
 	    info.dli_fname[0] == '/' && stat(info.dli_fname, st) == 0)
 		return 0;
-	if (maps_path_of(real_path, path, sizeof(path)) == 0 &&
+	if (maps_path_of(self_marker, path, sizeof(path)) == 0 &&
 	    stat(path, st) == 0)
 		return 0;
 	return -ENOENT;
@@ -107,7 +128,7 @@ static enum try_result try_open(const char *path, const struct stat *self, bool 
 		snprintf(reason, reason_len, "it is gpuswap itself, not the driver");
 		return TRY_SELF;
 	}
-	h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+	h = dlopen(path, RTLD_NOW | RTLD_LOCAL | GS_DEEPBIND);
 	if (!h) {
 		snprintf(reason, reason_len, "%s", dlerror());
 		return TRY_UNLOADABLE;

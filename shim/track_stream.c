@@ -187,11 +187,15 @@ CUresult gs_custom_cuStreamEndCapture(bool ptds, CUstream hStream, CUgraph *phGr
 
 	if (gs_inside())
 		return fn ? fn(hStream, phGraph) : gs_missing(sym);
-	rc = gs_call_begin(sym, &self);
+	/* The generated export has counted the call already. */
+	rc = gs_init();
 	if (rc != CUDA_SUCCESS)
 		return rc;
 	if (!fn)
 		return gs_missing(sym);
+	self = gs_thread_get();
+	if (!self)
+		return CUDA_ERROR_OUT_OF_MEMORY;
 	gs_gate_enter(self, sym);
 	if (gs_migrated_load())
 		gs_translation_pending(sym);

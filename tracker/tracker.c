@@ -375,7 +375,6 @@ void gs_trk_clear(void)
 	memset(gs_trk.dev, 0, sizeof(gs_trk.dev));
 	memset(gs_trk.primary, 0, sizeof(gs_trk.primary));
 	memset(gs_trk.device_bytes, 0, sizeof(gs_trk.device_bytes));
-	gs_trk.nteardown = 0;
 	gs_devmap_reset(&gs_trk.devmap, GS_MAX_DEVICES);
 	for (int k = 0; k < GS_KIND_COUNT; k++)
 		if (trk_has_handles(k))

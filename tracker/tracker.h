@@ -16,9 +16,9 @@
  * address: addresses never change across a migration.
  *
  * Threads. Every function may be called from any thread. One mutex guards
- * the records; it is a leaf lock (nothing is called while holding it except
- * the iteration callbacks, which must not call back into the tracker's
- * mutators). Handle translation (handlemap.h) is lock-free for readers.
+ * the records; it is a leaf lock: nothing outside the tracker is called
+ * while it is held, except the iteration callbacks (which must not call the
+ * tracker). Handle translation (handlemap.h) is lock-free for readers.
  *
  * Errors. 0 or -errno: -EINVAL for a NULL/0 handle or malformed argument,
  * -ENOENT for an unknown handle, -EEXIST for a duplicate, -ENOMEM. A hook
@@ -417,8 +417,10 @@ struct gs_unsup_rec {
  * calls it). Does nothing that could call the driver. */
 int gs_trk_init(void);
 
-/* Drop every record and handle pair, and reset the device table and map.
- * For tests, and for a process that tears down all GPU state. */
+/* Drop every record and handle pair, and reset the device table and map
+ * (teardown callbacks stay registered). For tests, and for a process that
+ * tears down all GPU state: no other thread may use the tracker or its maps
+ * meanwhile. */
 void gs_trk_clear(void);
 
 /* ---- handle and device maps -------------------------------------------- */
@@ -656,8 +658,9 @@ int gs_trk_set_access(CUdeviceptr va, size_t size, const CUmemAccessDesc *desc, 
 int gs_trk_unsup_add(enum gs_unsup_kind what, uint64_t key, size_t size, CUcontext ctx,
 		     uint64_t parent, const char *api);
 int gs_trk_unsup_remove(enum gs_unsup_kind what, uint64_t key);
-/* cuMemFree of a pointer the arena did not serve: forgets a managed,
- * stream-ordered or IPC-imported allocation at addr. 0 or -ENOENT. */
+/* cuMemFree of a pointer the arena did not serve: forgets a managed or
+ * stream-ordered allocation at addr, and any IPC export of it. 0, or
+ * -ENOENT when there was no such allocation. */
 int gs_trk_foreign_free(CUdeviceptr addr);
 
 /* ---- introspection -------------------------------------------------------- */
@@ -665,8 +668,9 @@ int gs_trk_foreign_free(CUdeviceptr addr);
 struct gs_trk_stats {
 	size_t count[GS_KIND_COUNT];
 	/* allocations, host memory, reservations, physical memory, mappings:
-	 * bytes they cover; modules and libraries: image bytes copied; link:
-	 * input and output bytes copied; unsupported: bytes where known. */
+	 * bytes they cover; globals: their sizes; modules and libraries: image
+	 * bytes copied; link: input and output bytes copied; unsupported:
+	 * bytes where known; 0 for the other kinds. */
 	uint64_t bytes[GS_KIND_COUNT];
 	/* Of the above, VMM records owned by the shim itself. */
 	size_t shim_count[GS_KIND_COUNT];
@@ -683,12 +687,14 @@ size_t gs_trk_count(enum gs_kind kind);
 uint64_t gs_trk_bytes(enum gs_kind kind);
 
 /* Visit the records of one kind in creation order, under the tracker lock
- * (fn must not call the tracker's mutators). Stops at and returns the first
- * non-zero return of fn. */
+ * (fn must not call the tracker: the lock is not recursive). Stops at and
+ * returns the first non-zero return of fn. */
 typedef int gs_trk_visit_fn(const struct gs_rec *rec, void *arg);
 int gs_trk_foreach(enum gs_kind kind, gs_trk_visit_fn *fn, void *arg);
 
-/* Visit a single record by app handle (or address for address kinds). */
+/* Visit a single record by app handle (or address for address kinds; for
+ * GS_KIND_UNSUPPORTED the first kind of object with that key), under the
+ * lock like gs_trk_foreach. fn's result, or -ENOENT. */
 int gs_trk_with(enum gs_kind kind, uint64_t app, gs_trk_visit_fn *fn, void *arg);
 
 /*

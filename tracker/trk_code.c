@@ -1,18 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Code objects: modules, libraries, functions, kernels, globals and link
- * states, with private copies of every image (a thaw reloads them on another
- * GPU, long after the application freed its buffers) and the kernel
- * parameter layouts of the code the driver selected.
+ * states. Their images, options and kernel layouts are copied and parsed
+ * by trk_image.c.
  */
 #include "trk_internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* Libraries are context-independent: their layouts are parsed per
  * architecture on first use, outside the tracker lock (a large fatbin
@@ -98,18 +94,19 @@ static void unpin_library(struct lib_box *b)
 }
 
 /*
- * The layouts of library `l` for sm, parsing them if needed. Called and
- * returns with the lock held, but drops it while parsing; NULL when the
- * library was unloaded meanwhile (or memory ran out).
+ * The layouts of library `l` for sm into *out, parsing them if needed.
+ * Called and returns with the lock held, but drops it while parsing.
+ * -ENOENT when the library was unloaded meanwhile: `l` is gone, and so may
+ * be any record looked up before the call. -ENOMEM leaves `l` valid.
  */
-static const struct gs_layouts *library_layouts(struct gs_library_rec *l, unsigned sm)
+static int library_layouts(struct gs_library_rec *l, unsigned sm, const struct gs_layouts **out)
 {
 	struct lib_box *b = lib_box_of(l);
-	const struct gs_layouts *found = trk_layouts_find(&l->image, sm);
 	struct gs_layouts *parsed;
 
-	if (found)
-		return found;
+	*out = trk_layouts_find(&l->image, sm);
+	if (*out)
+		return 0;
 	b->pins++;
 	trk_unlock();
 	parsed = trk_layouts_parse(&l->image, sm);
@@ -117,20 +114,21 @@ static const struct gs_layouts *library_layouts(struct gs_library_rec *l, unsign
 	if (b->unlinked) {
 		trk_layouts_free(parsed);
 		unpin_library(b);
-		return NULL;
+		return -ENOENT;
 	}
 	unpin_library(b);
-	found = trk_layouts_find(&l->image, sm);
-	if (found) {
+	*out = trk_layouts_find(&l->image, sm);
+	if (*out) {
 		/* Another thread parsed the same architecture meanwhile. */
 		trk_layouts_free(parsed);
-		return found;
+		return 0;
 	}
 	if (!parsed)
-		return NULL;
+		return -ENOMEM;
 	parsed->next = l->image.layouts;
 	l->image.layouts = parsed;
-	return parsed;
+	*out = parsed;
+	return 0;
 }
 
 /* ---- modules ------------------------------------------------------------------ */
@@ -247,12 +245,21 @@ int gs_trk_library_module(CUlibrary lib, CUcontext ctx, int device, unsigned sm,
 		return -ENOENT;
 	}
 	if (sm) {
-		m->layouts = library_layouts(l, sm);
-		m->sm = sm;
-		if (!trk_find(GS_KIND_LIBRARY, (uintptr_t)lib)) {
+		rc = library_layouts(l, sm, &m->layouts);
+		if (rc == -ENOENT) {
 			trk_unlock();
 			free(m);
-			return -ENOENT;
+			return rc;
+		}
+		m->sm = sm;
+		/* Another thread may have recorded this module meanwhile. */
+		old = trk_find_real(GS_KIND_MODULE, (uintptr_t)real);
+		if (old && ((struct gs_module_rec *)old)->library == (uintptr_t)lib) {
+			if (app)
+				*app = (CUmodule)(uintptr_t)old->app;
+			trk_unlock();
+			free(m);
+			return 1;
 		}
 	}
 	trk_drop_stale(GS_KIND_MODULE, (uintptr_t)real);
@@ -471,12 +478,20 @@ int gs_trk_kernel_function(CUkernel kernel, CUcontext ctx, unsigned sm, CUfuncti
 		return -ENOENT;
 	}
 	if (sm) {
-		lay = library_layouts(l, sm);
-		/* The lock was dropped: look again. */
-		l = kernel_library((uintptr_t)kernel, &k);
-		if (!l) {
+		rc = library_layouts(l, sm, &lay);
+		if (rc == -ENOENT) {
 			trk_unlock();
-			return -ENOENT;
+			return rc;
+		}
+		/* The lock was dropped: the kernel may have gone with its
+		 * library, or the function been recorded by another thread. */
+		l = kernel_library((uintptr_t)kernel, &k);
+		old = trk_find_real(GS_KIND_FUNCTION, (uintptr_t)real);
+		if (!l || old) {
+			if (old && app)
+				*app = (CUfunction)(uintptr_t)old->app;
+			trk_unlock();
+			return old ? 1 : -ENOENT;
 		}
 	}
 	rc = function_new((uintptr_t)real, 0, (uintptr_t)kernel, (uintptr_t)ctx, k->name,
@@ -690,9 +705,11 @@ int gs_trk_kernel_params(CUkernel kernel, unsigned sm, struct gs_kparam *out, un
 		rc = -ENOENT;
 		goto out;
 	}
-	lay = library_layouts(l, sm);
+	rc = library_layouts(l, sm, &lay);
+	if (rc)
+		goto out;
 	l = kernel_library((uintptr_t)kernel, &k);
-	if (!l || !lay) {
+	if (!l) {
 		rc = -ENOENT;
 		goto out;
 	}

@@ -17,7 +17,6 @@ static struct gs_ctx_rec *ctx_find(uint64_t app)
 	return (struct gs_ctx_rec *)trk_find(GS_KIND_CTX, app);
 }
 
-
 static int ctx_new(uint64_t real, int device, enum gs_ctx_origin origin, bool primary,
 		   unsigned flags, struct gs_ctx_rec **out)
 {
@@ -44,32 +43,34 @@ static int ctx_new(uint64_t real, int device, enum gs_ctx_origin origin, bool pr
 int gs_trk_ctx_created(CUcontext real, int device, unsigned flags,
 		       const CUctxCreateParams *params, CUcontext *app)
 {
+	CUexecAffinityParam *affinity = NULL;
+	int naffinity = 0, rc;
 	struct gs_ctx_rec *c;
-	int rc;
 
 	if (!real || !trk_device_ok(device))
 		return -EINVAL;
+	if (params && params->execAffinityParams && params->numExecAffinityParams > 0) {
+		naffinity = params->numExecAffinityParams;
+		affinity = malloc((size_t)naffinity * sizeof(*affinity));
+		if (!affinity)
+			return -ENOMEM;
+		memcpy(affinity, params->execAffinityParams, (size_t)naffinity * sizeof(*affinity));
+	}
 	trk_lock();
 	trk_drop_stale(GS_KIND_CTX, (uintptr_t)real);
 	rc = ctx_new((uintptr_t)real, device, GS_CTX_CREATED, false, flags, &c);
-	if (rc)
-		goto out;
-	if (params && params->execAffinityParams && params->numExecAffinityParams > 0) {
-		size_t n = (size_t)params->numExecAffinityParams;
-
-		c->affinity = calloc(n, sizeof(*c->affinity));
-		if (c->affinity) {
-			memcpy(c->affinity, params->execAffinityParams, n * sizeof(*c->affinity));
-			c->naffinity = params->numExecAffinityParams;
-		} else {
-			rc = -ENOMEM;
-		}
+	if (!rc) {
+		c->affinity = affinity;
+		c->naffinity = naffinity;
+		affinity = NULL;
+		/* The graphics context a CIG context shares cannot be carried
+		 * to another GPU: only its presence is kept. */
+		c->cig = params && params->cigParams;
+		if (app)
+			*app = (CUcontext)(uintptr_t)c->hdr.app;
 	}
-	c->cig = params && params->cigParams;
-	if (app)
-		*app = (CUcontext)(uintptr_t)c->hdr.app;
-out:
 	trk_unlock();
+	free(affinity);
 	return rc;
 }
 
@@ -82,7 +83,10 @@ int gs_trk_primary_retained(int device, CUcontext real, CUcontext *app)
 		return -EINVAL;
 	trk_lock();
 	c = (struct gs_ctx_rec *)trk_find_real(GS_KIND_CTX, (uintptr_t)real);
-	if (c && c->device != device) {
+	if (c && (c->device != device || c->origin == GS_CTX_CREATED ||
+		  c->origin == GS_CTX_GREEN)) {
+		/* The driver gave this value to the primary context: whatever
+		 * held it before is gone. */
 		trk_ctx_drop_all(c);
 		c = NULL;
 	}
@@ -116,6 +120,10 @@ int gs_trk_ctx_adopt(CUcontext real, int device, bool primary, CUcontext *app)
 	if (c) {
 		rc = 1;
 	} else {
+		/* The device's primary context is already known by another
+		 * handle: this one is something else. */
+		if (primary && gs_trk.primary[device] && ctx_find(gs_trk.primary[device]))
+			primary = false;
 		rc = ctx_new((uintptr_t)real, device, GS_CTX_ADOPTED, primary,
 			     primary ? gs_trk.dev[device].primary_flags : 0, &c);
 		if (rc)

@@ -111,7 +111,7 @@ _Static_assert(sizeof(CUjit_option) == sizeof(int), "CUjit_option read as int");
 _Static_assert(sizeof(CUlibraryOption) == sizeof(int), "CUlibraryOption read as int");
 
 int trk_jit_copy(struct gs_optlist *l, unsigned n, const CUjit_option *opts,
-		    void *const *vals)
+		 void *const *vals)
 {
 	return optlist_copy(l, n, (const int *)opts, vals, jit_option_class);
 }

@@ -268,7 +268,7 @@ int gs_trk_host_find(const void *addr, struct gs_host_desc *out)
  * records and cut the ones at its ends. A cut record keeps the part(s)
  * outside the range; a mapping's offset follows its start. Lock held.
  */
-static int carve_clone(struct gs_rec *r, uint64_t start, uint64_t size, struct gs_rec **out)
+static int carve_clone(const struct gs_rec *r, uint64_t start, uint64_t size)
 {
 	if (r->kind == GS_KIND_RESERVATION) {
 		struct resv_box *b = calloc(1, sizeof(*b));
@@ -276,14 +276,12 @@ static int carve_clone(struct gs_rec *r, uint64_t start, uint64_t size, struct g
 
 		if (!b)
 			return -ENOMEM;
-		b->rec = *(struct gs_resv_rec *)r;
+		b->rec = *(const struct gs_resv_rec *)r;
 		b->rec.size = size;
 		rc = addr_link(&b->rec.hdr, GS_KIND_RESERVATION, start, size, size, r->shim_owned);
-		if (rc) {
+		if (rc)
 			free(b);
-			return rc;
-		}
-		*out = &b->rec.hdr;
+		return rc;
 	} else {
 		const struct gs_mapping_rec *m = (const struct gs_mapping_rec *)r;
 		struct map_box *b = calloc(1, sizeof(*b));
@@ -313,9 +311,8 @@ static int carve_clone(struct gs_rec *r, uint64_t start, uint64_t size, struct g
 		p = phys_find(m->phys);
 		if (p)
 			p->maps++;
-		*out = &b->rec.hdr;
+		return 0;
 	}
-	return 0;
 }
 
 /* Move/shrink a linked address record to [start, start + size). */
@@ -372,7 +369,7 @@ static int carve(enum gs_kind kind, uint64_t addr, uint64_t size)
 	if (!size || end < addr)
 		return -EINVAL;
 	while (cursor < end && (n = gs_addrtree_first_overlap(t, cursor, end - cursor))) {
-		struct gs_rec *r = rec_of(kind, n), *right = NULL;
+		struct gs_rec *r = rec_of(kind, n);
 		uint64_t s = n->start, e = n->start + n->size;
 
 		found++;
@@ -381,7 +378,7 @@ static int carve(enum gs_kind kind, uint64_t addr, uint64_t size)
 			 * so the right end does not overlap its original). */
 			rc = carve_resize(r, s, addr - s);
 			if (!rc)
-				rc = carve_clone(r, end, e - end, &right);
+				rc = carve_clone(r, end, e - end);
 		} else if (s < addr) {
 			rc = carve_resize(r, s, addr - s);
 		} else if (e > end) {

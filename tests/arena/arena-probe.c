@@ -536,6 +536,7 @@ static void host_memory(void)
 
 	/* The application's own registrations. */
 	void *mine = aligned_alloc(4096, 64 * 1024);
+	memset(mine, 0, 64 * 1024);
 	printf("register: %s\n", rcname(cuMemHostRegister(mine, 64 * 1024,
 							   CU_MEMHOSTREGISTER_PORTABLE)));
 	printf("register flags: %s", rcname(cuMemHostGetFlags(&f, mine)));

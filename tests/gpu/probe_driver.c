@@ -32,6 +32,8 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "simcuda.h"
+
 /* ---- one JSON object per line ------------------------------------------- */
 
 struct jline {
@@ -934,6 +936,23 @@ static int cmd_behaviour(int argc, char **argv)
 	jl_begin(&j, "done");
 	jl_end(&j);
 	return 0;
+}
+
+/*
+ * The simulated driver (tests/simcuda) runs kernel NAME as the host function
+ * simcuda_kernel_NAME, found with dlsym: this lets the test suite run the
+ * probe against it. A real driver never calls it.
+ */
+void simcuda_kernel_gs_add_one(const simcuda_launch *launch, void **params);
+__attribute__((visibility("default"))) void simcuda_kernel_gs_add_one(const simcuda_launch *launch,
+								      void **params)
+{
+	unsigned int *p = *(unsigned int **)params[0];
+	unsigned int n = *(unsigned int *)params[1];
+	unsigned long long threads = (unsigned long long)launch->grid[0] * launch->block[0];
+
+	for (unsigned long long i = 0; i < n && i < threads; i++)
+		p[i] += 1;
 }
 
 /* ---- bandwidth ------------------------------------------------------------- */

@@ -224,13 +224,15 @@ EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 	return CUDA_ERROR_OUT_OF_MEMORY;
 }
 
-/* The allocation containing [p, p + n), or NULL. Called with lock held. */
+/* The allocation containing the byte at p and the rest of [p, p + n), or
+ * NULL. (The byte at p: an address one past an allocation may well be the
+ * start of the next one.) Called with lock held. */
 static struct fake_alloc *find(CUdeviceptr p, size_t n)
 {
 	for (int i = 0; i < FAKE_ALLOCS; i++) {
 		uintptr_t base = (uintptr_t)allocs[i].host;
 
-		if (base && p >= base && p - base <= allocs[i].size &&
+		if (base && p >= base && p - base < allocs[i].size &&
 		    n <= allocs[i].size - (p - base))
 			return &allocs[i];
 	}

@@ -128,6 +128,7 @@ def gpuswap_lines(stderr):
 
 def cmd_noreal(args):
     shim = os.path.abspath(args.shim)
+    preload = args.preload or shim
     rc = 0
     cases = [
         ('missing GPUSWAP_REAL_LIBCUDA', '/nonexistent/libcuda.so.1', None,
@@ -150,7 +151,7 @@ def cmd_noreal(args):
             cases.append(('only the shim on LD_LIBRARY_PATH', None, tmp,
                           ['no real CUDA driver', 'GPUSWAP_REAL_LIBCUDA']))
         for what, real, libpath, needles in cases:
-            env = {'LD_PRELOAD': shim}
+            env = {'LD_PRELOAD': preload}
             if real is not None:
                 env['GPUSWAP_REAL_LIBCUDA'] = real
             env['LD_LIBRARY_PATH'] = libpath or ''
@@ -173,12 +174,11 @@ def cmd_noreal(args):
 # ---------------------------------------------------------------- ctor
 
 def cmd_ctor(args):
-    shim = os.path.abspath(args.shim)
     real = os.path.abspath(args.real)
     fd, stats = tempfile.mkstemp(prefix='gs-ctor-stats-', suffix='.json')
     os.close(fd)
     try:
-        env = {'LD_PRELOAD': shim, 'GPUSWAP_REAL_LIBCUDA': real,
+        env = {'LD_PRELOAD': args.preload, 'GPUSWAP_REAL_LIBCUDA': real,
                'GPUSWAP_STATS_FILE': stats,
                'LD_LIBRARY_PATH': os.path.dirname(real)}
         res = run([args.prog], env)
@@ -215,9 +215,10 @@ def main():
     e.add_argument('--expect-count', type=int, default=0)
     n = sub.add_parser('noreal')
     n.add_argument('--shim', required=True)
+    n.add_argument('--preload', help='LD_PRELOAD value (default: the shim alone)')
     n.add_argument('--helper', required=True)
     c = sub.add_parser('ctor')
-    c.add_argument('--shim', required=True)
+    c.add_argument('--preload', required=True, help='LD_PRELOAD value, ending with the shim')
     c.add_argument('--real', required=True)
     c.add_argument('--prog', required=True)
     c.add_argument('--allow-missing', action='store_true',

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -250,6 +251,30 @@ static void test_thread_exit(void)
 	      "an exited thread's calls were lost");
 }
 
+/* fork() while another thread is inside a call: the child has no such
+ * thread, so a gate closed in the child must not wait for it. */
+static void test_fork(void)
+{
+	struct holder h;
+	pid_t pid;
+	int status = 0;
+
+	gs_thread_setup();
+	holder_start(&h, GS_SYM_cuStreamSynchronize, false);
+	pid = fork();
+	REQUIRE(pid >= 0, "fork");
+	if (pid == 0) {
+		int rc = gs_gate_close(2000, NULL);
+
+		_exit(rc == 0 && gs_thread_live_count() == 1 ? 0 : 1);
+	}
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "in a fork child, the parent's in-flight call still blocked the gate");
+	atomic_store(&h.release, 1);
+	pthread_join(h.thread, NULL);
+}
+
 /* ---- stress ---------------------------------------------------------------- */
 
 /* Plain data: written only while the gate is closed and drained, read only
@@ -348,6 +373,7 @@ int main(int argc, char **argv)
 	test_arrivals_sleep();
 	test_nested();
 	test_thread_exit();
+	test_fork();
 	test_stress();
 	if (!UNDER_TSAN)
 		measure();

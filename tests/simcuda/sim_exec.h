@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The execution half of simcuda, shared between its own files only:
- *   sim_stream.c  per-context execution state, streams and their workers
- *   sim_event.c   events
- *   sim_module.c  modules, libraries, functions, kernels, globals
- *   sim_launch.c  kernel launches
+ *   sim_stream.c      per-context execution state, streams and their workers
+ *   sim_stream_api.c  stream waits, properties, host functions, callbacks
+ *   sim_event.c       events
+ *   sim_module.c      modules, functions, __device__ globals
+ *   sim_library.c     libraries and kernels (context-independent code)
+ *   sim_funcattr.c    function attributes and the resources code records
+ *   sim_launch.c      kernel launches
  * What the rest of simcuda may call is declared in sim_internal.h.
  */
 #ifndef SIM_EXEC_H
@@ -79,7 +82,9 @@ static inline void sim_list_splice(struct sim_link *from, struct sim_link *to)
  * cuCtxDestroy may still hold it. */
 struct sim_exec {
 	struct sim_ctx *ctx;
-	pthread_mutex_t lock; /* before any stream, event or library lock */
+	/* Taken after an event's lock and sim_module_lock, before any
+	 * stream's; guards the lists but `modules`, and `legacy`. */
+	pthread_mutex_t lock;
 	struct sim_stream *legacy;      /* created on first use */
 	struct sim_link streams;        /* created and per-thread, incl. dying */
 	struct sim_link events;
@@ -123,11 +128,26 @@ struct sim_stream {
 	bool closing;       /* no more work; the worker drains and leaves */
 	bool exited;
 	pthread_t worker;
+	/* cuStreamSetAttribute state, under `lock` (priority too). */
+	CUaccessPolicyWindow access_policy;
+	CUsynchronizationPolicy sync_policy;
+	CUlaunchMemSyncDomainMap domain_map;
+	CUlaunchMemSyncDomain domain;
 };
 
 /* Stream priorities, as current GPUs report them. */
 #define SIM_STREAM_PRIORITY_LEAST 0
 #define SIM_STREAM_PRIORITY_GREATEST (-5)
+
+/* The driver clamps rather than rejects priorities out of range. */
+static inline int sim_stream_priority_clamp(int priority)
+{
+	if (priority > SIM_STREAM_PRIORITY_LEAST)
+		return SIM_STREAM_PRIORITY_LEAST;
+	if (priority < SIM_STREAM_PRIORITY_GREATEST)
+		return SIM_STREAM_PRIORITY_GREATEST;
+	return priority;
+}
 
 /* Like sim_stream_resolve, but a created stream of any context is accepted
  * (queries, synchronisation and cuStreamWaitEvent work on any context's
@@ -147,9 +167,10 @@ enum {
 	/* Runs even after the context has a sticky error (event records and
 	 * stream callbacks: the GPU still signals them). */
 	SIM_WORK_ALWAYS = 1u << 0,
-	/* Runs the function as a host function: driver calls from it are
-	 * refused with CUDA_ERROR_NOT_PERMITTED. */
-	SIM_WORK_HOST_FN = 1u << 1,
+	/* Runs application code (a host function, callback or kernel
+	 * emulation): driver calls from it are refused with
+	 * CUDA_ERROR_NOT_PERMITTED, as the driver refuses them. */
+	SIM_WORK_APP_CODE = 1u << 1,
 };
 
 /* sim_stream_submit with flags and an extra dependency (dep may be NULL);
@@ -302,7 +323,7 @@ struct sim_library {
 struct sim_kernel {
 	struct sim_obj hdr;
 	struct sim_library *library;
-	size_t index; /* in library->names.kernels */
+	size_t index; /* in library->names->kernels */
 	/* Per device, under sim_module_lock: attributes set on the kernel. */
 	unsigned *set_mask;
 	struct sim_fattrs *attrs;

@@ -7,6 +7,7 @@
 #include <gelf.h>
 #include <libelf.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sim_exec.h"
@@ -122,19 +123,28 @@ static void scan_kernel_info(unsigned attr, const unsigned char *val, size_t len
 	}
 }
 
+static pthread_once_t elf_once = PTHREAD_ONCE_INIT;
+static bool elf_ok;
+
+static void elf_init(void)
+{
+	elf_ok = elf_version(EV_CURRENT) != EV_NONE;
+}
+
 static void cubin_resources(const struct gs_code *code, const char *name, struct sim_kres *res,
 			    int *bound_threads)
 {
-	char text[512], info[512], shared[512];
-
-	if (elf_version(EV_CURRENT) == EV_NONE)
+	pthread_once(&elf_once, elf_init);
+	if (!elf_ok)
 		return;
+	/* C++ kernel names can be long: no fixed buffers. */
+	char *text = NULL, *info = NULL, *shared = NULL;
+	if (asprintf(&text, ".text.%s", name) < 0 || asprintf(&info, ".nv.info.%s", name) < 0 ||
+	    asprintf(&shared, ".nv.shared.%s", name) < 0)
+		goto strings;
 	Elf *elf = elf_memory(code->data, code->size);
 	if (!elf)
-		return;
-	snprintf(text, sizeof(text), ".text.%s", name);
-	snprintf(info, sizeof(info), ".nv.info.%s", name);
-	snprintf(shared, sizeof(shared), ".nv.shared.%s", name);
+		goto strings;
 
 	size_t shstrndx;
 	bool reserved_window = false;
@@ -179,6 +189,10 @@ static void cubin_resources(const struct gs_code *code, const char *name, struct
 	*bound_threads = scan.bound_threads;
 out:
 	elf_end(elf);
+strings:
+	free(text);
+	free(info);
+	free(shared);
 }
 
 /* The largest block the register file allows: registers are allocated per

@@ -358,7 +358,7 @@ static CUresult launch(const char *fn, CUfunction f, struct launch_config *c, CU
 	l->pub.global = launch_global;
 	l->module = func->module;
 
-	rc = sim_stream_enqueue(s, run_kernel, l, free, SIM_WORK_HOST_FN, NULL, NULL);
+	rc = sim_stream_enqueue(s, run_kernel, l, free, SIM_WORK_APP_CODE, NULL, NULL);
 	if (rc != CUDA_SUCCESS) {
 		free(l);
 		return rc;

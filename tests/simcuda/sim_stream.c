@@ -16,7 +16,6 @@
  * enqueue, so two submissions racing on the legacy stream and a blocking
  * stream can never wait for each other.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,7 +168,7 @@ static void run_work(struct sim_stream *s, struct sim_work *w)
 	/* After a fault the GPU runs no more of the context's work, but events
 	 * and callbacks still fire so that waiters learn about the error. */
 	if (w->fn && (sim_ctx_sticky(s->ctx) == CUDA_SUCCESS || (w->flags & SIM_WORK_ALWAYS))) {
-		in_user_code = (w->flags & SIM_WORK_HOST_FN) != 0;
+		in_user_code = (w->flags & SIM_WORK_APP_CODE) != 0;
 		CUresult rc = w->fn(w->arg);
 		in_user_code = false;
 		if (rc != CUDA_SUCCESS)
@@ -224,6 +223,8 @@ static struct sim_stream *stream_new(struct sim_exec *exec, enum sim_stream_role
 	s->role = role;
 	s->flags = flags;
 	s->priority = priority;
+	s->sync_policy = CU_SYNC_POLICY_AUTO;
+	s->domain_map.remote = 1;
 	s->id = __atomic_fetch_add(&next_stream_id, 1, __ATOMIC_RELAXED);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->work_cond, NULL);
@@ -275,6 +276,62 @@ static bool stream_close(struct sim_stream *s)
 	return !was_closing;
 }
 
+/* ---- per-thread default streams ------------------------------------------------ */
+
+/* The per-thread default streams a thread used, one per context, closed when
+ * the thread exits: the stream cannot be named any more, but its queued work
+ * still runs, and the legacy stream still waits for it. */
+struct owned_streams {
+	size_t count, cap;
+	struct sim_stream **streams;
+};
+
+static pthread_key_t owned_key;
+static pthread_once_t owned_once = PTHREAD_ONCE_INIT;
+
+static void owned_release(void *arg)
+{
+	struct owned_streams *o = arg;
+
+	for (size_t i = 0; i < o->count; i++) {
+		struct sim_stream *s = o->streams[i];
+		/* Under the exec lock, like sim_exec_destroy_ctx, so that the
+		 * handle dies exactly once when both race. */
+		pthread_mutex_lock(&s->exec->lock);
+		if (stream_close(s))
+			sim_handle_destroy(s);
+		pthread_mutex_unlock(&s->exec->lock);
+	}
+	free(o->streams);
+	free(o);
+}
+
+static void owned_init(void)
+{
+	if (pthread_key_create(&owned_key, owned_release))
+		sim_abort("simcuda", "no thread-specific key for per-thread streams");
+}
+
+static void owned_add(struct sim_stream *s)
+{
+	pthread_once(&owned_once, owned_init);
+	struct owned_streams *o = pthread_getspecific(owned_key);
+	if (!o) {
+		o = calloc(1, sizeof(*o));
+		if (!o || pthread_setspecific(owned_key, o))
+			sim_abort("simcuda", "out of memory for per-thread streams");
+	}
+	if (o->count == o->cap) {
+		size_t cap = o->cap ? 2 * o->cap : 4;
+		struct sim_stream **grown = realloc(o->streams, cap * sizeof(*grown));
+		if (!grown)
+			sim_abort("simcuda", "out of memory for per-thread streams");
+		o->streams = grown;
+		o->cap = cap;
+	}
+	o->streams[o->count++] = s;
+}
+
 /* ---- resolving CUstream arguments -------------------------------------------- */
 
 static struct sim_stream *special_stream(struct sim_ctx *ctx, bool per_thread, const char *fn)
@@ -288,8 +345,8 @@ static struct sim_stream *special_stream(struct sim_ctx *ctx, bool per_thread, c
 			exec->legacy = stream_new(exec, SIM_STREAM_LEGACY, 0, 0);
 		s = exec->legacy;
 	} else {
-		/* One per thread and context, kept until the context goes: the
-		 * driver documents no end for it at thread exit. */
+		/* One per thread and context, until the thread exits or the
+		 * context is destroyed. */
 		uint64_t key = current_thread_key();
 		sim_list_for_each(pos, &exec->streams) {
 			struct sim_stream *t = sim_container_of(pos, struct sim_stream, exec_link);
@@ -300,8 +357,10 @@ static struct sim_stream *special_stream(struct sim_ctx *ctx, bool per_thread, c
 		}
 		if (!s) {
 			s = stream_new(exec, SIM_STREAM_PER_THREAD, 0, 0);
-			if (s)
+			if (s) {
 				s->owner_thread = key;
+				owned_add(s);
+			}
 		}
 	}
 	pthread_mutex_unlock(&exec->lock);
@@ -572,11 +631,7 @@ static CUresult stream_create(const char *fn, CUstream *phStream, unsigned flags
 		return rc;
 	if (!phStream || (flags & ~(unsigned)CU_STREAM_NON_BLOCKING))
 		return CUDA_ERROR_INVALID_VALUE;
-	/* The driver clamps rather than rejects priorities out of range. */
-	if (priority > SIM_STREAM_PRIORITY_LEAST)
-		priority = SIM_STREAM_PRIORITY_LEAST;
-	if (priority < SIM_STREAM_PRIORITY_GREATEST)
-		priority = SIM_STREAM_PRIORITY_GREATEST;
+	priority = sim_stream_priority_clamp(priority);
 
 	struct sim_exec *exec = sim_exec_of(ctx);
 	pthread_mutex_lock(&exec->lock);

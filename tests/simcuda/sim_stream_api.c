@@ -26,6 +26,14 @@ SIM_EXPORT CUresult cuStreamGetCaptureInfo_v3_ptsz(CUstream hStream,
 						   const CUgraphNode **dependencies_out,
 						   const CUgraphEdgeData **edgeData_out,
 						   size_t *numDependencies_out);
+SIM_EXPORT CUresult cuStreamGetAttribute_ptsz(CUstream hStream, CUstreamAttrID attr,
+					      CUstreamAttrValue *value_out);
+SIM_EXPORT CUresult cuStreamSetAttribute_ptsz(CUstream hStream, CUstreamAttrID attr,
+					      const CUstreamAttrValue *value);
+SIM_EXPORT CUresult cuStreamCopyAttributes_ptsz(CUstream dst, CUstream src);
+SIM_CHECK_ABI(cuStreamGetAttribute_ptsz, PFN_cuStreamGetAttribute_v11000_ptsz);
+SIM_CHECK_ABI(cuStreamSetAttribute_ptsz, PFN_cuStreamSetAttribute_v11000_ptsz);
+SIM_CHECK_ABI(cuStreamCopyAttributes_ptsz, PFN_cuStreamCopyAttributes_v11000_ptsz);
 SIM_CHECK_ABI(cuStreamWaitEvent_ptsz, PFN_cuStreamWaitEvent_v7000_ptsz);
 SIM_CHECK_ABI(cuStreamGetPriority_ptsz, PFN_cuStreamGetPriority_v7000_ptsz);
 SIM_CHECK_ABI(cuStreamGetFlags_ptsz, PFN_cuStreamGetFlags_v7000_ptsz);
@@ -84,7 +92,9 @@ static CUresult stream_get_priority(CUstream hStream, int *priority, bool ptds, 
 		return rc;
 	if (!priority)
 		return CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&s->lock);
 	*priority = s->priority;
+	pthread_mutex_unlock(&s->lock);
 	return CUDA_SUCCESS;
 }
 
@@ -215,6 +225,174 @@ SIM_EXPORT CUresult cuStreamGetDevice_ptsz(CUstream hStream, CUdevice *device)
 	return stream_get_device(hStream, device, true, "cuStreamGetDevice_ptsz");
 }
 
+/* ---- stream attributes ------------------------------------------------------- */
+
+/* They steer the hardware (L2 persistence, how a host waits, memory
+ * synchronisation domains, scheduling priority) and change nothing a kernel
+ * computes; the simulator keeps and checks them so that they can be read back
+ * and carried over like on a GPU. */
+static CUresult attr_get(struct sim_stream *s, CUstreamAttrID attr, CUstreamAttrValue *v)
+{
+	CUresult rc = CUDA_SUCCESS;
+
+	pthread_mutex_lock(&s->lock);
+	switch (attr) {
+	case CU_STREAM_ATTRIBUTE_ACCESS_POLICY_WINDOW: v->accessPolicyWindow = s->access_policy; break;
+	case CU_STREAM_ATTRIBUTE_SYNCHRONIZATION_POLICY: v->syncPolicy = s->sync_policy; break;
+	case CU_STREAM_ATTRIBUTE_PRIORITY: v->priority = s->priority; break;
+	case CU_STREAM_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP: v->memSyncDomainMap = s->domain_map; break;
+	case CU_STREAM_ATTRIBUTE_MEM_SYNC_DOMAIN: v->memSyncDomain = s->domain; break;
+	default: rc = CUDA_ERROR_INVALID_VALUE; break;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+static CUresult attr_set(struct sim_stream *s, CUstreamAttrID attr, const CUstreamAttrValue *v)
+{
+	switch (attr) {
+	case CU_STREAM_ATTRIBUTE_ACCESS_POLICY_WINDOW: {
+		const CUaccessPolicyWindow *w = &v->accessPolicyWindow;
+		if (!(w->hitRatio >= 0.0f && w->hitRatio <= 1.0f) ||
+		    (unsigned)w->hitProp > CU_ACCESS_PROPERTY_PERSISTING ||
+		    (w->missProp != CU_ACCESS_PROPERTY_NORMAL &&
+		     w->missProp != CU_ACCESS_PROPERTY_STREAMING))
+			return CUDA_ERROR_INVALID_VALUE;
+		break;
+	}
+	case CU_STREAM_ATTRIBUTE_SYNCHRONIZATION_POLICY:
+		if (v->syncPolicy < CU_SYNC_POLICY_AUTO || v->syncPolicy > CU_SYNC_POLICY_BLOCKING_SYNC)
+			return CUDA_ERROR_INVALID_VALUE;
+		break;
+	case CU_STREAM_ATTRIBUTE_PRIORITY:
+	case CU_STREAM_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP:
+		break;
+	case CU_STREAM_ATTRIBUTE_MEM_SYNC_DOMAIN:
+		if (v->memSyncDomain != CU_LAUNCH_MEM_SYNC_DOMAIN_DEFAULT &&
+		    v->memSyncDomain != CU_LAUNCH_MEM_SYNC_DOMAIN_REMOTE)
+			return CUDA_ERROR_INVALID_VALUE;
+		break;
+	default:
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+	pthread_mutex_lock(&s->lock);
+	switch (attr) {
+	case CU_STREAM_ATTRIBUTE_ACCESS_POLICY_WINDOW: s->access_policy = v->accessPolicyWindow; break;
+	case CU_STREAM_ATTRIBUTE_SYNCHRONIZATION_POLICY: s->sync_policy = v->syncPolicy; break;
+	case CU_STREAM_ATTRIBUTE_PRIORITY: s->priority = sim_stream_priority_clamp(v->priority); break;
+	case CU_STREAM_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP: s->domain_map = v->memSyncDomainMap; break;
+	default: s->domain = v->memSyncDomain; break;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return CUDA_SUCCESS;
+}
+
+static CUresult stream_get_attribute(CUstream hStream, CUstreamAttrID attr, CUstreamAttrValue *value,
+				     bool ptds, const char *fn)
+{
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, ptds, fn, &s);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (!value)
+		return CUDA_ERROR_INVALID_VALUE;
+	return attr_get(s, attr, value);
+}
+
+SIM_EXPORT CUresult cuStreamGetAttribute(CUstream hStream, CUstreamAttrID attr,
+					 CUstreamAttrValue *value_out)
+{
+	SIM_ENTER("cuStreamGetAttribute");
+	return stream_get_attribute(hStream, attr, value_out, false, "cuStreamGetAttribute");
+}
+
+SIM_EXPORT CUresult cuStreamGetAttribute_ptsz(CUstream hStream, CUstreamAttrID attr,
+					      CUstreamAttrValue *value_out)
+{
+	SIM_ENTER("cuStreamGetAttribute_ptsz");
+	return stream_get_attribute(hStream, attr, value_out, true, "cuStreamGetAttribute_ptsz");
+}
+
+static CUresult stream_set_attribute(CUstream hStream, CUstreamAttrID attr,
+				     const CUstreamAttrValue *value, bool ptds, const char *fn)
+{
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, ptds, fn, &s);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (!value)
+		return CUDA_ERROR_INVALID_VALUE;
+	return attr_set(s, attr, value);
+}
+
+SIM_EXPORT CUresult cuStreamSetAttribute(CUstream hStream, CUstreamAttrID attr,
+					 const CUstreamAttrValue *value)
+{
+	SIM_ENTER("cuStreamSetAttribute");
+	return stream_set_attribute(hStream, attr, value, false, "cuStreamSetAttribute");
+}
+
+SIM_EXPORT CUresult cuStreamSetAttribute_ptsz(CUstream hStream, CUstreamAttrID attr,
+					      const CUstreamAttrValue *value)
+{
+	SIM_ENTER("cuStreamSetAttribute_ptsz");
+	return stream_set_attribute(hStream, attr, value, true, "cuStreamSetAttribute_ptsz");
+}
+
+static CUresult stream_copy_attributes(CUstream dst, CUstream src, bool ptds, const char *fn)
+{
+	static const CUstreamAttrID attrs[] = {
+		CU_STREAM_ATTRIBUTE_ACCESS_POLICY_WINDOW, CU_STREAM_ATTRIBUTE_SYNCHRONIZATION_POLICY,
+		CU_STREAM_ATTRIBUTE_PRIORITY,             CU_STREAM_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP,
+		CU_STREAM_ATTRIBUTE_MEM_SYNC_DOMAIN,
+	};
+	struct sim_stream *d, *s;
+	CUresult rc = sim_stream_lookup(dst, ptds, fn, &d);
+
+	if (rc == CUDA_SUCCESS)
+		rc = sim_stream_lookup(src, ptds, fn, &s);
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (d->ctx != s->ctx)
+		sim_abort(fn, "streams %p and %p belong to different contexts", (void *)dst,
+			  (void *)src);
+	for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
+		CUstreamAttrValue v;
+		attr_get(s, attrs[i], &v);
+		attr_set(d, attrs[i], &v);
+	}
+	return CUDA_SUCCESS;
+}
+
+SIM_EXPORT CUresult cuStreamCopyAttributes(CUstream dst, CUstream src)
+{
+	SIM_ENTER("cuStreamCopyAttributes");
+	return stream_copy_attributes(dst, src, false, "cuStreamCopyAttributes");
+}
+
+SIM_EXPORT CUresult cuStreamCopyAttributes_ptsz(CUstream dst, CUstream src)
+{
+	SIM_ENTER("cuStreamCopyAttributes_ptsz");
+	return stream_copy_attributes(dst, src, true, "cuStreamCopyAttributes_ptsz");
+}
+
+/* The simulator has no green contexts, so no stream belongs to one. */
+SIM_EXPORT CUresult cuStreamGetGreenCtx(CUstream hStream, CUgreenCtx *phCtx)
+{
+	SIM_ENTER("cuStreamGetGreenCtx");
+	struct sim_stream *s;
+	CUresult rc = sim_stream_lookup(hStream, false, "cuStreamGetGreenCtx", &s);
+
+	if (rc != CUDA_SUCCESS)
+		return rc;
+	if (!phCtx)
+		return CUDA_ERROR_INVALID_VALUE;
+	*phCtx = NULL;
+	return CUDA_SUCCESS;
+}
+
 SIM_EXPORT CUresult cuCtxGetStreamPriorityRange(int *leastPriority, int *greatestPriority)
 {
 	SIM_ENTER("cuCtxGetStreamPriorityRange");
@@ -335,7 +513,7 @@ static CUresult host_call_submit(CUstream hStream, bool ptds, const char *fn,
 	if (!call)
 		return CUDA_ERROR_OUT_OF_MEMORY;
 	*call = (struct host_call){ hStream, s->ctx, host_fn, callback, user_data };
-	unsigned flags = SIM_WORK_HOST_FN | (callback ? SIM_WORK_ALWAYS : 0);
+	unsigned flags = SIM_WORK_APP_CODE | (callback ? SIM_WORK_ALWAYS : 0);
 	rc = sim_stream_enqueue(s, callback ? run_callback : run_host_fn, call, free, flags,
 				NULL, NULL);
 	if (rc != CUDA_SUCCESS)

@@ -756,3 +756,86 @@ int trk_stress_records(unsigned threads, unsigned operations, unsigned verify_ev
 	gs_trk_clear();
 	return failed(&c.f) ? -1 : 0;
 }
+
+/* ---- library layouts parsed while the library comes and goes ----------------------- */
+
+struct lib_ctx {
+	struct failure f;
+	pthread_mutex_t lock;
+	bool stop;
+};
+
+static bool lib_stopped(struct lib_ctx *c)
+{
+	bool s;
+
+	pthread_mutex_lock(&c->lock);
+	s = c->stop;
+	pthread_mutex_unlock(&c->lock);
+	return s;
+}
+
+#define LIB_HANDLE 0x4000
+#define LIB_KERNEL 0x4100
+
+static void *lib_reader(void *p)
+{
+	static const unsigned sms[] = { 80, 86, 89, 90, 100 };
+	struct lib_ctx *c = p;
+	unsigned i = 0;
+
+	while (!lib_stopped(c) && !failed(&c->f)) {
+		struct gs_kparam params[4];
+		size_t bytes = 0;
+		unsigned sm = sms[i++ % 5];
+		int n = gs_trk_kernel_params((CUkernel)(uintptr_t)LIB_KERNEL, sm, params, 4, &bytes);
+
+		if (n == 4 && (bytes != 32 || params[2].offset != 16))
+			fail(&c->f, "sm_%u: wrong layout", sm);
+		else if (n != 4 && n != -ENOENT)
+			fail(&c->f, "sm_%u: %d", sm, n);
+	}
+	return NULL;
+}
+
+int trk_stress_library(const void *image, size_t size, unsigned threads, unsigned rounds,
+		       char *err, size_t errlen)
+{
+	struct lib_ctx c = { 0 };
+	struct gs_library_desc d = { .source = GS_LIBSRC_DATA, .image = image,
+				     .image_size = size };
+	pthread_t th[32];
+	unsigned n = 0;
+
+	pthread_mutex_init(&c.f.lock, NULL);
+	pthread_mutex_init(&c.lock, NULL);
+	c.f.msg = err;
+	c.f.len = errlen;
+	gs_trk_clear();
+	for (unsigned t = 0; t < threads && t < 32; t++, n++)
+		if (pthread_create(&th[t], NULL, lib_reader, &c))
+			break;
+	for (unsigned r = 0; r < rounds && !failed(&c.f); r++) {
+		CUlibrary lib;
+		CUkernel k;
+
+		/* A fresh load each round: no layout parsed yet, so readers
+		 * race the parse with the unload below. */
+		if (gs_trk_library_loaded(&d, (CUlibrary)(uintptr_t)LIB_HANDLE, &lib) ||
+		    gs_trk_kernel_found(lib, "trk_kernel", (CUkernel)(uintptr_t)LIB_KERNEL, &k) < 0)
+			fail(&c.f, "round %u: load", r);
+		for (volatile unsigned spin = 0; spin < 20000; spin++)
+			;
+		if (gs_trk_library_unloaded(lib))
+			fail(&c.f, "round %u: unload", r);
+	}
+	pthread_mutex_lock(&c.lock);
+	c.stop = true;
+	pthread_mutex_unlock(&c.lock);
+	for (unsigned t = 0; t < n; t++)
+		pthread_join(th[t], NULL);
+	if (!failed(&c.f) && (gs_trk_count(GS_KIND_LIBRARY) || gs_trk_count(GS_KIND_KERNEL)))
+		fail(&c.f, "records left behind");
+	gs_trk_clear();
+	return failed(&c.f) ? -1 : 0;
+}

@@ -28,4 +28,11 @@ int trk_stress_devmap(unsigned readers, unsigned iterations, char *err, size_t e
 int trk_stress_records(unsigned threads, unsigned operations, unsigned verify_every,
 		       unsigned seed, char *err, size_t errlen);
 
+/* Threads ask for a library's kernel layouts on several architectures
+ * (parsed lazily, outside the tracker lock) while the library is unloaded
+ * and loaded again under them: every answer is the layout or -ENOENT.
+ * `image` is a fatbin holding trk_kernel (fixtures.cu). */
+int trk_stress_library(const void *image, size_t size, unsigned threads, unsigned rounds,
+		       char *err, size_t errlen);
+
 #endif

@@ -2,6 +2,7 @@
 /* Concurrent use of the handle maps and the records (stress.c); the same
  * code runs under ThreadSanitizer as test_tracker_tsan. */
 #include <criterion/criterion.h>
+#include <stdlib.h>
 
 #include "stress.h"
 #include "trk_test.h"
@@ -37,4 +38,14 @@ Test(concurrency, records_many_threads)
 	char err[512] = "";
 
 	cr_assert_eq(trk_stress_records(8, 20000, 0, 7, err, sizeof(err)), 0, "%s", err);
+}
+
+Test(concurrency, library_layouts_while_unloading)
+{
+	char err[512] = "";
+	size_t size;
+	void *fatbin = trk_fixture("trk.fatbin", &size);
+
+	cr_assert_eq(trk_stress_library(fatbin, size, 4, 200, err, sizeof(err)), 0, "%s", err);
+	free(fatbin);
 }

@@ -31,7 +31,9 @@ static CUcontext ctx;
 
 static void setup(void)
 {
-	tracker_count = (tracker_count_fn *)dlsym(RTLD_DEFAULT, "gs_introspect_tracker_count");
+	/* POSIX's way to take a function from dlsym without a cast ISO C
+	 * forbids. */
+	*(void **)&tracker_count = dlsym(RTLD_DEFAULT, "gs_introspect_tracker_count");
 	cr_assert_not_null(tracker_count, "gs_introspect_tracker_count not found: the shim "
 			   "must be preloaded (run through meson)");
 	CK(cuInit(0));

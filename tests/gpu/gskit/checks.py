@@ -15,16 +15,12 @@ import subprocess
 from pathlib import Path
 
 import shimstats
-from harness import (Skip, Spec, compare_lines, deterministic_lines, freeze_thaw, migrate_during, python_cmd,
-                     record_migration, result_lines, torch_facts)
+from harness import (SMI_FIELDS, Skip, Spec, compare_lines, deterministic_lines, freeze_thaw, migrate_during,
+                     parse_smi, python_cmd, record_migration, result_lines, torch_facts)
 from kitlib import is_elf, ldd
 
 
 # ---- 1. device facts ---------------------------------------------------------
-
-SMI_FIELDS = ("index", "name", "uuid", "driver_version", "memory.total", "memory.used", "compute_cap",
-              "persistence_mode", "pci.bus_id", "clocks.max.sm", "mig.mode.current")
-
 
 def kit_unresolved(k):
     """(file, soname) pairs the loader cannot resolve here for the kit's own
@@ -35,8 +31,9 @@ def kit_unresolved(k):
              if p.is_file() and is_elf(p)]
     for f in files:
         for soname, resolved in ldd(f, env) or []:
-            if resolved is None:
-                out.append((f"{f.parent.name}/{f.name}", soname))
+            pair = (f"{f.parent.name}/{f.name}", soname)
+            if resolved is None and pair not in out:
+                out.append(pair)
     return out
 
 
@@ -49,8 +46,7 @@ def check_device_facts(c):
         q = c.run("nvidia-smi-query", [smi, "--query-gpu=" + ",".join(SMI_FIELDS), "--format=csv,noheader"],
                   k.base_env(), 20)
         if q.ok:
-            c.figures["nvidia_smi"] = [dict(zip(SMI_FIELDS, (x.strip() for x in line.split(","))))
-                                       for line in q.lines if line.count(",") >= len(SMI_FIELDS) - 1]
+            c.figures["nvidia_smi"] = k.facts["smi"] = parse_smi(q.lines)
     else:
         c.part("nvidia-smi", "fail", "nvidia-smi is not on PATH")
     try:
@@ -532,7 +528,12 @@ def check_speed(c):
                    f"lock {driver['lock']:.3f} s, unlock {driver['unlock']:.3f} s")
             holder_verify(c, h, "driver-checkpoint-contents")
         else:
-            c.part("driver-checkpoint", "fail", ck.why())
+            # The baseline, not gpuswap, failed: no comparison, but no verdict
+            # on gpuswap either. Whether the holder survived still counts.
+            failed = next((f"{s}: {o.get('result')}" for s, o in steps.items()
+                           if o.get("result") not in (None, "CUDA_SUCCESS")), ck.why())
+            c.part("driver-checkpoint", "skipped", f"the driver's checkpoint API failed here ({failed})")
+            holder_verify(c, h, "driver-checkpoint-contents")
         holder_stop(h)
 
     if not k.shim:
@@ -602,8 +603,10 @@ CHECKS = [
          "context destruction, cuMemHostRegister pointers",
          "same"),
     Spec(4, "sim-workloads", "Simulator workloads on the real driver", 60, 15, check_sim_workloads,
-         "each tests/programs workload without and with the shim, outputs compared",
-         "+ freeze --release / thaw --device 0 after 'ready', output bit-identical"),
+         "gs-workload (driver API, VMM, module globals, two threads) with each kernel image (fatbin, "
+         "compressed, PTX, cubin), against the simulator's output, and under the shim; gs-ctor (driver used "
+         "in a constructor) without and with the shim",
+         "+ gs-workload frozen at step 10 (to host) and 25 (to an image), output bit-identical"),
     Spec(5, "cudart-migration", "cudart program frozen mid-run", 45, 15, check_cudart_migration,
          "400 steps of kernels + SGEMM + streams/events, without and with the shim, digests compared",
          "+ frozen at step 80 (to host) and 240 (to an image), thawed, digests bit-identical"),

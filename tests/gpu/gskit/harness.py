@@ -222,6 +222,8 @@ def migrate_during(c, name, cmd, env, points, finish_timeout):
         ev["lines_by_thaw"] = len(p.lines)
         events.append(ev)
         if "error" in ev:
+            if ev["error"].startswith("gpu-thaw"):
+                p.kill()  # released and never thawed: it would wait forever
             break
     rc = p.wait(max(1, min(finish_timeout, c.left())))
     p.kill()
@@ -242,6 +244,37 @@ def record_migration(c, part, ref, res, events, parse=deterministic_lines):
     diff = compare_lines(ref, parse(res.lines))
     return c.part(f"{part}-result", "fail" if diff else "pass",
                   diff or f"{len(ref)} deterministic lines bit-identical to the undisturbed run")
+
+
+def probe_facts(k, timeout=30):
+    """The driver's and the devices' facts from gs-probe-driver, and
+    nvidia-smi's, into k.facts (check 1 does this with a log; a run of other
+    checks only still wants them for its report and sizes)."""
+    try:
+        r = subprocess.run([str(k.bin / "gs-probe-driver"), "facts"], env=k.our_env(), capture_output=True,
+                           text=True, timeout=timeout)
+        objs = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+        k.facts.setdefault("driver", next((o for o in objs if o.get("part") == "driver"), {}))
+        k.facts.setdefault("devices", [o for o in objs if o.get("part") == "device"])
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi and "smi" not in k.facts:
+        try:
+            r = subprocess.run([smi, "--query-gpu=" + ",".join(SMI_FIELDS), "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=timeout)
+            k.facts["smi"] = parse_smi(r.stdout.splitlines())
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
+SMI_FIELDS = ("index", "name", "uuid", "driver_version", "memory.total", "memory.used", "compute_cap",
+              "persistence_mode", "pci.bus_id", "clocks.max.sm", "mig.mode.current")
+
+
+def parse_smi(lines):
+    return [dict(zip(SMI_FIELDS, (x.strip() for x in line.split(","))))
+            for line in lines if line.count(",") >= len(SMI_FIELDS) - 1]
 
 
 def torch_facts(c):

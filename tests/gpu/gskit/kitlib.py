@@ -57,12 +57,17 @@ SYSTEM_LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64
                    "/lib", "/usr/lib", "/usr/local/lib")
 
 
+EM_CUDA = 190
+
+
 def is_elf(path):
+    """A host ELF file (program or library); cubins are ELF too, for the GPU."""
     try:
         with open(path, "rb") as f:
-            return f.read(4) == b"\x7fELF"
+            head = f.read(20)
     except OSError:
         return False
+    return len(head) == 20 and head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") != EM_CUDA
 
 
 def ldd(path, env):
@@ -101,15 +106,21 @@ def classify(soname, resolved, kit_lib):
     return "foreign"
 
 
+_ldconfig_names = None
+
+
 def system_has(soname):
     """Whether the dynamic loader finds soname without any help."""
-    try:
-        r = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=20)
-        if r.returncode == 0:
-            return any(line.strip().startswith(soname + " ") for line in r.stdout.splitlines())
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return any(Path(d, soname).exists() for d in SYSTEM_LIB_DIRS)
+    global _ldconfig_names
+    if _ldconfig_names is None:
+        _ldconfig_names = set()
+        try:
+            r = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=20)
+            if r.returncode == 0:
+                _ldconfig_names = {line.split()[0] for line in r.stdout.splitlines()[1:] if line.strip()}
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return soname in _ldconfig_names or any(Path(d, soname).exists() for d in SYSTEM_LIB_DIRS)
 
 
 class Kit:
@@ -125,11 +136,18 @@ class Kit:
         self.lib = self.root / "lib"
         self.scratch = Path(scratch or os.environ.get("GS_KIT_SCRATCH") or self.root / "scratch")
         self.logdir = self.scratch / "logs"
-        self.rtdir = self.scratch / "rt"
+        # The shim's control sockets live here: a unix socket path has at
+        # most 107 bytes, and the kit's own path on the GPU machine is not
+        # known in advance, so not under scratch.
+        self.rtdir = Path(os.environ.get("GS_KIT_RUNTIME_DIR") or f"/tmp/gpuswap-kit-{os.getuid()}-{os.getpid()}")
         self.facts = {}          # filled by the checks: device, driver, torch
         self.shim_env_extra = {}  # e.g. GPUSWAP_REAL_LIBCUDA when discovery failed
         self._missing_libdir = None
         self._cublas_dir = False
+        self._preload = None
+        # Another libcuda.so.1 than the system's, for the kit's own binaries
+        # and the shim: the simulated driver, to test the kit without a GPU.
+        self.libcuda_dir = os.environ.get("GS_KIT_LIBCUDA_DIR") or None
 
     # -- parts --------------------------------------------------------------
     def has(self, rel):
@@ -200,6 +218,8 @@ class Kit:
         """For the kit's own binaries: the kit's libraries first."""
         env = self.base_env(**extra)
         path = [str(self.lib)]
+        if self.libcuda_dir:
+            path.append(self.libcuda_dir)
         if self.cublas_dir():
             path.append(self.cublas_dir())
         if env.get("LD_LIBRARY_PATH"):
@@ -235,8 +255,22 @@ class Kit:
             self._add_shim(env)
         return env
 
+    def shim_preload(self):
+        """LD_PRELOAD for the shim. A sanitizer build of the shim carries the
+        sanitizer's runtime, which must be the process's first library: it
+        goes ahead of the shim (never the case in a kit packed for a GPU)."""
+        if self._preload is None:
+            first = []
+            for soname, resolved in ldd(self.shim, dict(os.environ, LD_LIBRARY_PATH=str(self.lib))) or []:
+                if re.match(r"^lib(asan|tsan|hwasan)\.so", soname) and resolved:
+                    first.append(resolved)
+            self._preload = ":".join(first + [str(self.shim)])
+        return self._preload
+
     def _add_shim(self, env):
-        env["LD_PRELOAD"] = str(self.shim)
+        env["LD_PRELOAD"] = self.shim_preload()
+        if self.libcuda_dir:
+            env.setdefault("GPUSWAP_REAL_LIBCUDA", str(Path(self.libcuda_dir, "libcuda.so.1")))
         for k, v in self.shim_env_extra.items():
             env.setdefault(k, v)
 

@@ -20,23 +20,23 @@ LOG_HEAD, LOG_TAIL = 60, 200
 EXCERPT_LINES = 30
 
 
-def device_summary(facts, checks):
+def device_summary(facts):
     devices = facts.get("devices") or []
-    smi = next((c["figures"].get("nvidia_smi") for c in checks if c["name"] == "device-facts"), None) or []
+    smi = facts.get("smi") or []
     d = devices[0] if devices else {}
     s = smi[0] if smi else {}
     driver = facts.get("driver") or {}
     cuda = driver.get("cuda_driver_version")
     return {
-        "name": d.get("name") or s.get("name") or "unknown",
-        "uuid": d.get("uuid") or s.get("uuid"),
-        "compute_capability": f"{d['cc_major']}.{d['cc_minor']}" if "cc_major" in d else s.get("compute_cap"),
-        "memory_mib": int(d["total_mem"]) >> 20 if d.get("total_mem") else s.get("memory.total"),
+        "name": d.get("name") or s.get("name") or "unknown device",
+        "uuid": d.get("uuid") or s.get("uuid") or "unknown",
+        "compute_capability": f"{d['cc_major']}.{d['cc_minor']}" if "cc_major" in d else s.get("compute_cap", "?"),
+        "memory_mib": int(d["total_mem"]) >> 20 if d.get("total_mem") else s.get("memory.total", "?"),
         "driver_version": s.get("driver_version") or "unknown",
-        "cuda_driver_api": f"{cuda // 1000}.{cuda % 1000 // 10}" if isinstance(cuda, int) and cuda else None,
-        "libcuda": driver.get("libcuda"),
+        "cuda_driver_api": f"{cuda // 1000}.{cuda % 1000 // 10}" if isinstance(cuda, int) and cuda else "?",
+        "libcuda": driver.get("libcuda") or "unknown",
         "vmm": d.get("vmm"),
-        "count": len(devices),
+        "count": len(devices) or len(smi),
     }
 
 
@@ -68,7 +68,7 @@ def build(kit, checks, started, elapsed, budget, finished, logdir):
             "packed": kit.manifest.get("packed", "unknown"),
             "parts": kit.manifest.get("parts", {}),
         },
-        "device": device_summary(kit.facts, checks),
+        "device": device_summary(kit.facts),
         "budget_s": budget,
         "elapsed_s": round(elapsed, 1),
         "summary": summary,
@@ -174,7 +174,7 @@ def write_all(out, data, logdir, with_logs=True):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "gpu-report.json.tmp"
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
     tmp.replace(out / "gpu-report.json")
     (out / "gpu-report.txt").write_text(text(data))
     (out / "gpu-results-entry.md").write_text(entry_md(data))
