@@ -86,7 +86,7 @@ CUresult sim_event_record_internal(CUevent ev, struct sim_stream *s, const char 
 	return event_record(event_get(ev, fn), s, fn);
 }
 
-CUresult sim_event_position(CUevent ev, const char *fn, struct sim_dep *dep)
+void sim_event_position(CUevent ev, const char *fn, struct sim_dep *dep)
 {
 	struct sim_event *e = event_get(ev, fn);
 
@@ -94,7 +94,6 @@ CUresult sim_event_position(CUevent ev, const char *fn, struct sim_dep *dep)
 	dep->stream = e->stream;
 	dep->seq = e->stream ? e->seq : 0;
 	pthread_mutex_unlock(&e->lock);
-	return CUDA_SUCCESS;
 }
 
 bool sim_event_timing_disabled(CUevent ev, const char *fn)

@@ -3,6 +3,7 @@
  * The execution half of simcuda, shared between its own files only:
  *   sim_stream.c      per-context execution state, streams and their workers
  *   sim_stream_api.c  stream waits, properties, host functions, callbacks
+ *   sim_memop.c       stream memory operations (wait / write value)
  *   sim_event.c       events
  *   sim_module.c      modules, functions, __device__ globals
  *   sim_library.c     libraries and kernels (context-independent code)
@@ -194,7 +195,7 @@ void sim_event_destroy_all(struct sim_link *events);
 CUresult sim_event_record_internal(CUevent ev, struct sim_stream *s,
 				   const char *fn);
 /* The stream position of the event's last record (seq 0: never recorded). */
-CUresult sim_event_position(CUevent ev, const char *fn, struct sim_dep *dep);
+void sim_event_position(CUevent ev, const char *fn, struct sim_dep *dep);
 bool sim_event_timing_disabled(CUevent ev, const char *fn);
 
 /* ---- modules -------------------------------------------------------------- */

@@ -62,8 +62,8 @@ static CUresult stream_wait_event(CUstream hStream, CUevent hEvent, unsigned fla
 	sim_event_position(hEvent, fn, &dep);
 	if (flags & ~(unsigned)CU_EVENT_WAIT_EXTERNAL)
 		return CUDA_ERROR_INVALID_VALUE;
-	/* CU_EVENT_WAIT_EXTERNAL only means something during stream capture,
-	 * which the simulator never is in; the driver ignores it otherwise. */
+	/* CU_EVENT_WAIT_EXTERNAL only changes what stream capture records,
+	 * and the simulator never captures: the wait is an ordinary one. */
 	if (!dep.seq)
 		return sim_ctx_sticky(s->ctx);
 	return sim_stream_enqueue(s, NULL, NULL, NULL, 0, &dep, NULL);

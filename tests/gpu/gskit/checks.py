@@ -502,7 +502,7 @@ def check_speed(c):
     nbytes = int(gib * (1 << 30))
     c.figures["holder_gib"] = gib
     bound = {}
-    if bw.get("d2h_gbps_best") and bw.get("h2d_gbps_best"):
+    if bw.get("ok") and bw.get("d2h_gbps_best", 0) > 0 and bw.get("h2d_gbps_best", 0) > 0:
         bound = {"out_s": nbytes / (bw["d2h_gbps_best"] * 1e9), "in_s": nbytes / (bw["h2d_gbps_best"] * 1e9)}
         c.figures["bandwidth_bound_s"] = {kk: round(v, 3) for kk, v in bound.items()}
 
@@ -567,14 +567,16 @@ def check_speed(c):
             if "error" in ev:
                 c.part(f"freeze-to-{mode}", "fail", ev["error"], **ev)
                 break
-            ev["freeze_gbps"] = round(nbytes / ev["freeze_s"] / 1e9, 2)
-            ev["thaw_gbps"] = round(nbytes / ev["thaw_s"] / 1e9, 2)
+            # Timer resolution: a zero would only mean "too fast to see".
+            freeze_s, thaw_s = max(ev["freeze_s"], 1e-3), max(ev["thaw_s"], 1e-3)
+            ev["freeze_gbps"] = round(nbytes / freeze_s / 1e9, 2)
+            ev["thaw_gbps"] = round(nbytes / thaw_s / 1e9, 2)
             if bound:
-                ev["freeze_vs_bandwidth_bound"] = round(ev["freeze_s"] / bound["out_s"], 2)
-                ev["thaw_vs_bandwidth_bound"] = round(ev["thaw_s"] / bound["in_s"], 2)
+                ev["freeze_vs_bandwidth_bound"] = round(freeze_s / bound["out_s"], 2)
+                ev["thaw_vs_bandwidth_bound"] = round(thaw_s / bound["in_s"], 2)
             if driver.get("checkpoint") and driver.get("restore"):
-                ev["freeze_vs_driver_checkpoint"] = round(ev["freeze_s"] / driver["checkpoint"], 2)
-                ev["thaw_vs_driver_restore"] = round(ev["thaw_s"] / driver["restore"], 2)
+                ev["freeze_vs_driver_checkpoint"] = round(freeze_s / driver["checkpoint"], 2)
+                ev["thaw_vs_driver_restore"] = round(thaw_s / driver["restore"], 2)
             results[mode] = ev
             c.part(f"freeze-to-{mode}", "pass",
                    f"freeze+release {ev['freeze_s']} s ({ev['freeze_gbps']} GB/s), thaw {ev['thaw_s']} s "
