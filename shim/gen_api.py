@@ -433,6 +433,7 @@ class Abi:
         self.version = version
         self.suffix = suffix    # None, '_ptsz' or '_ptds'
         self.symbol = None      # exported symbol implementing it, or None
+        self.driver_name = None  # the name the driver exports it under
         self.visible = False    # typedef visible without __CUDA_API_VERSION_INTERNAL
 
     @property
@@ -461,6 +462,7 @@ def map_abis(typedefs, visible, symbols, expand_plain, expand_ptds):
         for n, a in enumerate(default, 1):
             default_name[a.version] = nth_name(base, n)
             cand = nth_name(base, n)
+            a.driver_name = cand
             a.symbol = cand if cand in symbols else None
         for a in pts:
             older = [v for v in default_name if v <= a.version]
@@ -472,6 +474,7 @@ def map_abis(typedefs, visible, symbols, expand_plain, expand_ptds):
             else:
                 raise GenError('%s: per-thread ABI %d predates every default-stream ABI'
                                % (base, a.version))
+            a.driver_name = cand
             a.symbol = cand if cand in symbols else None
         check_against_macros(base, default, pts, symbols, expand_plain, expand_ptds)
         abis.extend(default + pts)
@@ -732,10 +735,12 @@ def emit_proctable_c(abis, syms):
     o.append('const struct gs_proc_entry gs_proc_table[] = {\n')
     for a in entries:
         if a.symbol:
-            o.append('\t{ "%s", %d, %d, "%s", %d },\n'
-                     % (a.base, a.version, int(a.ptds), a.symbol, index[a.symbol]))
+            o.append('\t{ "%s", %d, %d, "%s", %d, "%s" },\n'
+                     % (a.base, a.version, int(a.ptds), a.symbol, index[a.symbol],
+                        a.driver_name))
         else:
-            o.append('\t{ "%s", %d, %d, NULL, -1 },\n' % (a.base, a.version, int(a.ptds)))
+            o.append('\t{ "%s", %d, %d, NULL, -1, "%s" },\n'
+                     % (a.base, a.version, int(a.ptds), a.driver_name))
     o.append('};\n\nconst size_t gs_proc_table_len = sizeof(gs_proc_table) / '
              'sizeof(gs_proc_table[0]);\n\n')
     o.append('const char *const gs_api_symbols[] = {\n')
@@ -800,9 +805,10 @@ def emit_symbols_txt(syms, tags, abis, funcs):
         o.append('%s\t%s\t%s\t%s\n' % (s, tags.get(base, 'pass'), modes,
                                        ' '.join(by_sym.get(s, [])) or '-'))
     o.append('\n# ABIs cudaTypedefs.h lists whose symbol cuda.h does not declare\n'
-             '# (legacy; cuGetProcAddress asks the real driver for these):\n')
+             '# (legacy; cuGetProcAddress asks the real driver for these), and the\n'
+             '# name the driver exports each under:\n')
     for a in legacy:
-        o.append('# %s\n' % a.pfn)
+        o.append('# %s\t%s\n' % (a.pfn, a.driver_name))
     no_abi = [s for s in syms if s not in by_sym]
     o.append('\n# Symbols no PFN typedef maps to (reachable by name only):\n')
     for s in no_abi:

@@ -18,6 +18,12 @@ struct gs_proc_entry {
 	 * when cuda.h declares none (a legacy ABI only the real driver has). */
 	const char *symbol;
 	int symbol_index;   /* index in gs_api_symbols, -1 with symbol NULL */
+	/* The name the driver exports this ABI under, declared by cuda.h or
+	 * not: symbol when there is one, else the legacy name by the driver's
+	 * numbering (<name> for the first ABI, <name>_v<N> for the N-th, plus
+	 * _ptsz/_ptds), e.g. "cuEventElapsedTime", "cuCtxCreate_v3". For a
+	 * driver (the simulator) that implements legacy ABIs too. */
+	const char *driver_symbol;
 };
 
 /* Sorted by name (strcmp), then ptds, then version ascending. */

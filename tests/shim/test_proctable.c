@@ -14,6 +14,17 @@
 #define PTDS CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
 #define LEGACY CU_GET_PROC_ADDRESS_LEGACY_STREAM
 
+/* A legacy ABI: no symbol in cuda.h, exported by the driver as `driver`. */
+static void expect_legacy(const char *name, int version, cuuint64_t flags, const char *driver)
+{
+	const struct gs_proc_entry *e = gs_proc_lookup(name, version, flags, NULL);
+
+	CHECK(e && !e->symbol && e->driver_symbol && strcmp(e->driver_symbol, driver) == 0,
+	      "%s@%d flags %llu: want legacy %s, got %s/%s", name, version,
+	      (unsigned long long)flags, driver, e && e->symbol ? e->symbol : "-",
+	      e && e->driver_symbol ? e->driver_symbol : "-");
+}
+
 /* Expect `symbol` (NULL: an entry with no symbol, a legacy ABI). */
 static void expect(const char *name, int version, cuuint64_t flags, const char *symbol)
 {
@@ -64,7 +75,13 @@ static void check_invariants(void)
 						   (p->ptds == e->ptds && p->version < e->version))),
 			      "gs_proc_table not sorted at %zu (%s@%d)", i, e->name, e->version);
 		}
+		CHECK(e->driver_symbol && strncmp(e->driver_symbol, e->name, strlen(e->name)) == 0,
+		      "%s@%d: driver_symbol %s", e->name, e->version,
+		      e->driver_symbol ? e->driver_symbol : "(null)");
 		if (e->symbol) {
+			CHECK(e->driver_symbol && strcmp(e->driver_symbol, e->symbol) == 0,
+			      "%s@%d: driver_symbol %s differs from symbol %s", e->name, e->version,
+			      e->driver_symbol, e->symbol);
 			CHECK(e->symbol_index >= 0 && (size_t)e->symbol_index < gs_api_symbols_len &&
 			      strcmp(gs_api_symbols[e->symbol_index], e->symbol) == 0,
 			      "%s@%d: bad symbol_index", e->name, e->version);
@@ -125,6 +142,16 @@ int main(void)
 	expect("cuGetProcAddress", 11030, 0, NULL);
 	expect("cuStreamGetCaptureInfo", 11030, 0, NULL);
 	expect("cuStreamGetCaptureInfo", 10010, PTDS, NULL);
+
+	/* The names the driver exports legacy ABIs under. */
+	expect_legacy("cuEventElapsedTime", 12000, 0, "cuEventElapsedTime");
+	expect_legacy("cuMemAlloc", 3010, 0, "cuMemAlloc");
+	expect_legacy("cuCtxCreate", 12000, 0, "cuCtxCreate_v3");
+	expect_legacy("cuCtxCreate", 11000, 0, "cuCtxCreate_v2");
+	expect_legacy("cuGetProcAddress", 11030, 0, "cuGetProcAddress");
+	expect_legacy("cuStreamGetCaptureInfo", 11030, PTDS, "cuStreamGetCaptureInfo_v2_ptsz");
+	expect_legacy("cuStreamBeginCapture", 10000, PTDS, "cuStreamBeginCapture_ptsz");
+	expect_legacy("cuGraphInstantiate", 11000, 0, "cuGraphInstantiate_v2");
 
 	/* Not there at all. */
 	expect_missing("cuMemAlloc", 1000, CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT);

@@ -580,8 +580,8 @@ def check_speed(c):
             results[mode] = ev
             c.part(f"freeze-to-{mode}", "pass",
                    f"freeze+release {ev['freeze_s']} s ({ev['freeze_gbps']} GB/s), thaw {ev['thaw_s']} s "
-                   f"({ev['thaw_gbps']} GB/s)" + (f"; x{ev['freeze_vs_bandwidth_bound']} / "
-                                                  f"x{ev['thaw_vs_bandwidth_bound']} the copy-bandwidth bound"
+                   f"({ev['thaw_gbps']} GB/s)" + (f"; {ev['freeze_vs_bandwidth_bound']}x and "
+                                                  f"{ev['thaw_vs_bandwidth_bound']}x the time pinned copies take"
                                                   if bound else ""), **ev)
             holder_verify(c, h, f"contents-after-{mode}")
         c.figures["gpuswap"] = results
