@@ -500,7 +500,7 @@ int gs_trk_stream_green_created(CUgreenCtx green, CUstream real, unsigned flags,
 	return stream_new(0, (uintptr_t)real, flags, priority, true, (uintptr_t)green, app);
 }
 
-static int drop_by_app(enum gs_kind kind, uint64_t app)
+int trk_drop_by_app(enum gs_kind kind, uint64_t app)
 {
 	struct gs_rec *r;
 	int rc = 0;
@@ -517,7 +517,7 @@ static int drop_by_app(enum gs_kind kind, uint64_t app)
 
 int gs_trk_stream_destroyed(CUstream stream)
 {
-	return drop_by_app(GS_KIND_STREAM, (uintptr_t)stream);
+	return trk_drop_by_app(GS_KIND_STREAM, (uintptr_t)stream);
 }
 
 int gs_trk_capture_begin(CUstream stream, CUcontext ctx, CUstreamCaptureMode mode)
@@ -583,7 +583,7 @@ int gs_trk_event_created(CUcontext ctx, CUevent real, unsigned flags, bool ipc_i
 
 int gs_trk_event_destroyed(CUevent event)
 {
-	return drop_by_app(GS_KIND_EVENT, (uintptr_t)event);
+	return trk_drop_by_app(GS_KIND_EVENT, (uintptr_t)event);
 }
 
 /* ---- unsupported objects -------------------------------------------------------------- */

@@ -133,29 +133,6 @@ static int library_layouts(struct gs_library_rec *l, unsigned sm, const struct g
 
 /* ---- modules ------------------------------------------------------------------ */
 
-static size_t link_output_size_locked(const void *image)
-{
-	for (const struct gs_rec *r = gs_trk.kinds[GS_KIND_LINK].head; r; r = r->next) {
-		const struct gs_link_rec *k = (const struct gs_link_rec *)r;
-
-		if (k->output && k->output_addr == (uintptr_t)image)
-			return k->output_size;
-	}
-	return 0;
-}
-
-size_t gs_trk_link_output_size(const void *image)
-{
-	size_t n;
-
-	if (!image)
-		return 0;
-	trk_lock();
-	n = link_output_size_locked(image);
-	trk_unlock();
-	return n;
-}
-
 int gs_trk_module_loaded(const struct gs_module_desc *d, CUmodule real, CUmodule *app)
 {
 	struct gs_module_rec *m;
@@ -181,7 +158,7 @@ int gs_trk_module_loaded(const struct gs_module_desc *d, CUmodule real, CUmodule
 		known = d->image_size;
 		if (!known) {
 			trk_lock();
-			known = link_output_size_locked(d->image);
+			known = trk_link_output_size_locked(d->image);
 			trk_unlock();
 			m->from_link = known != 0;
 		}
@@ -272,24 +249,9 @@ int gs_trk_library_module(CUlibrary lib, CUcontext ctx, int device, unsigned sm,
 	return rc;
 }
 
-static int drop_code(enum gs_kind kind, uint64_t app)
-{
-	struct gs_rec *r;
-	int rc = 0;
-
-	trk_lock();
-	r = trk_find(kind, app);
-	if (r)
-		trk_drop(r);
-	else
-		rc = -ENOENT;
-	trk_unlock();
-	return rc;
-}
-
 int gs_trk_module_unloaded(CUmodule mod)
 {
-	return drop_code(GS_KIND_MODULE, (uintptr_t)mod);
+	return trk_drop_by_app(GS_KIND_MODULE, (uintptr_t)mod);
 }
 
 /* ---- libraries ---------------------------------------------------------------- */
@@ -319,7 +281,7 @@ int gs_trk_library_loaded(const struct gs_library_desc *d, CUlibrary real, CUlib
 
 		if (!known) {
 			trk_lock();
-			known = link_output_size_locked(d->image);
+			known = trk_link_output_size_locked(d->image);
 			trk_unlock();
 			l->from_link = known != 0;
 		}
@@ -345,7 +307,7 @@ fail:
 
 int gs_trk_library_unloaded(CUlibrary lib)
 {
-	return drop_code(GS_KIND_LIBRARY, (uintptr_t)lib);
+	return trk_drop_by_app(GS_KIND_LIBRARY, (uintptr_t)lib);
 }
 
 /* ---- functions and kernels ------------------------------------------------------ */
@@ -765,122 +727,6 @@ out:
 		free(g);
 	}
 	return rc;
-}
-
-/* ---- link states --------------------------------------------------------------------- */
-
-int gs_trk_link_created(CUlinkState real, unsigned nopts, const CUjit_option *opts,
-			void *const *optvals, CUlinkState *app)
-{
-	struct gs_link_rec *k;
-	int rc;
-
-	if (!real)
-		return -EINVAL;
-	k = calloc(1, sizeof(*k));
-	if (!k)
-		return -ENOMEM;
-	k->hdr.kind = GS_KIND_LINK;
-	rc = trk_jit_copy(&k->opts, nopts, opts, optvals);
-	if (rc)
-		goto fail;
-	trk_lock();
-	trk_drop_stale(GS_KIND_LINK, (uintptr_t)real);
-	rc = trk_link(&k->hdr, GS_KIND_LINK, (uintptr_t)real, 0, false);
-	if (!rc && app)
-		*app = (CUlinkState)(uintptr_t)k->hdr.app;
-	trk_unlock();
-	if (!rc)
-		return 0;
-fail:
-	trk_free_code_rec(&k->hdr);
-	return rc;
-}
-
-int gs_trk_link_input(CUlinkState link, CUjitInputType type, const void *data, size_t size,
-		      const char *name_or_path, unsigned nopts, const CUjit_option *opts,
-		      void *const *optvals)
-{
-	struct gs_link_input in = { .type = type, .from_file = data == NULL };
-	struct gs_link_input *grown;
-	struct gs_link_rec *k;
-	int rc;
-
-	if (!link || (!data && !name_or_path))
-		return -EINVAL;
-	in.name = trk_strdup(name_or_path);
-	rc = trk_jit_copy(&in.opts, nopts, opts, optvals);
-	if (rc)
-		goto fail;
-	if (data) {
-		in.data = malloc(size ? size : 1);
-		if (!in.data) {
-			rc = -ENOMEM;
-			goto fail;
-		}
-		memcpy(in.data, data, size);
-		in.size = size;
-	} else {
-		in.error = trk_read_file(name_or_path, &in.data, &in.size);
-	}
-	trk_lock();
-	k = (struct gs_link_rec *)trk_find(GS_KIND_LINK, (uintptr_t)link);
-	if (!k) {
-		rc = -ENOENT;
-	} else {
-		grown = realloc(k->inputs, (k->ninputs + 1) * sizeof(*grown));
-		if (!grown) {
-			rc = -ENOMEM;
-		} else {
-			k->inputs = grown;
-			k->inputs[k->ninputs++] = in;
-			trk_account(&k->hdr, k->hdr.acct_bytes + in.size);
-		}
-	}
-	trk_unlock();
-	if (!rc)
-		return 0;
-fail:
-	free(in.name);
-	free(in.data);
-	trk_optlist_free(&in.opts);
-	return rc;
-}
-
-int gs_trk_link_completed(CUlinkState link, const void *cubin, size_t size)
-{
-	struct gs_link_rec *k;
-	void *copy;
-	int rc = 0;
-
-	if (!link || !cubin || !size)
-		return -EINVAL;
-	copy = malloc(size);
-	if (!copy)
-		return -ENOMEM;
-	memcpy(copy, cubin, size);
-	trk_lock();
-	k = (struct gs_link_rec *)trk_find(GS_KIND_LINK, (uintptr_t)link);
-	if (!k) {
-		rc = -ENOENT;
-	} else {
-		uint64_t bytes = k->hdr.acct_bytes - k->output_size + size;
-
-		free(k->output);
-		k->output = copy;
-		k->output_size = size;
-		k->output_addr = (uintptr_t)cubin;
-		trk_account(&k->hdr, bytes);
-		copy = NULL;
-	}
-	trk_unlock();
-	free(copy);
-	return rc;
-}
-
-int gs_trk_link_destroyed(CUlinkState link)
-{
-	return drop_code(GS_KIND_LINK, (uintptr_t)link);
 }
 
 /* ---- cascades and checks -------------------------------------------------------------- */

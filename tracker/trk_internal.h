@@ -5,7 +5,8 @@
  *               unsupported objects, statistics, iteration, check
  *   trk_ctx.c   contexts
  *   trk_image.c image copies, option filtering, kernel layouts
- *   trk_code.c  modules, libraries, functions, kernels, globals, link states
+ *   trk_code.c  modules, libraries, functions, kernels, globals
+ *   trk_link.c  JIT link states
  *   trk_mem.c   arena allocations, host memory, reservations, physical
  *               handles, mappings, access
  */
@@ -77,6 +78,8 @@ void trk_drop_stale(enum gs_kind kind, uint64_t real);
 /* Unlink (list, index, handle map, accounting) and free the record with the
  * kind's destructor. Lock held. */
 void trk_drop(struct gs_rec *r);
+/* Take the lock, drop the record of kind with that app key: 0 or -ENOENT. */
+int trk_drop_by_app(enum gs_kind kind, uint64_t app);
 /* Change the accounted bytes of a linked record. Lock held. */
 void trk_account(struct gs_rec *r, uint64_t bytes);
 /* Re-key a linked address record whose address changed. Lock held. */
@@ -90,6 +93,9 @@ void trk_free_mem_rec(struct gs_rec *r);   /* alloc, host, resv, phys, mapping *
 bool trk_device_ok(int device);
 /* A context that is gone, with everything it held. Lock held. */
 void trk_ctx_drop_all(struct gs_ctx_rec *c);
+
+/* The size of a live link output starting at image, or 0. Lock held. */
+size_t trk_link_output_size_locked(const void *image);
 
 /* Cascades, lock held. */
 void trk_code_drop_dependents(struct gs_rec *r); /* of a module, library, kernel */

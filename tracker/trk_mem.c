@@ -149,6 +149,37 @@ void trk_mem_clear(void)
 	memset(&gs_trk.map_tree, 0, sizeof(gs_trk.map_tree));
 }
 
+/* The descriptor an allocation or host-memory record was added with. */
+static void desc_copy(const struct gs_rec *r, void *out)
+{
+	if (r->kind == GS_KIND_ALLOC)
+		*(struct gs_alloc_desc *)out = ((const struct gs_alloc_rec *)r)->d;
+	else
+		*(struct gs_host_desc *)out = ((const struct gs_host_rec *)r)->d;
+}
+
+/* Copy out (out may be NULL) the descriptor of the record starting at addr,
+ * then drop it; or, with `containing`, of the one containing addr, kept. */
+static int desc_lookup(enum gs_kind kind, uint64_t addr, bool containing, void *out)
+{
+	struct gs_addr_node *n;
+	struct gs_rec *r;
+
+	trk_lock();
+	if (containing) {
+		n = gs_addrtree_find(tree_of(kind), addr);
+		r = n ? rec_of(kind, n) : NULL;
+	} else {
+		r = trk_find(kind, addr);
+	}
+	if (r && out)
+		desc_copy(r, out);
+	if (r && !containing)
+		trk_drop(r);
+	trk_unlock();
+	return r ? 0 : -ENOENT;
+}
+
 /* ---- arena allocations --------------------------------------------------------- */
 
 int gs_trk_alloc_add(const struct gs_alloc_desc *d)
@@ -176,35 +207,12 @@ int gs_trk_alloc_add(const struct gs_alloc_desc *d)
 
 int gs_trk_alloc_remove(CUdeviceptr addr, struct gs_alloc_desc *out)
 {
-	struct gs_rec *r;
-	int rc = 0;
-
-	trk_lock();
-	r = trk_find(GS_KIND_ALLOC, addr);
-	if (r) {
-		if (out)
-			*out = ((struct gs_alloc_rec *)r)->d;
-		trk_drop(r);
-	} else {
-		rc = -ENOENT;
-	}
-	trk_unlock();
-	return rc;
+	return desc_lookup(GS_KIND_ALLOC, addr, false, out);
 }
 
 int gs_trk_alloc_find(CUdeviceptr addr, struct gs_alloc_desc *out)
 {
-	struct gs_addr_node *n;
-	int rc = 0;
-
-	trk_lock();
-	n = gs_addrtree_find(&gs_trk.alloc_tree, addr);
-	if (n && out)
-		*out = ((struct gs_alloc_rec *)rec_of(GS_KIND_ALLOC, n))->d;
-	else if (!n)
-		rc = -ENOENT;
-	trk_unlock();
-	return rc;
+	return desc_lookup(GS_KIND_ALLOC, addr, true, out);
 }
 
 /* ---- host memory ---------------------------------------------------------------- */
@@ -230,35 +238,12 @@ int gs_trk_host_add(const struct gs_host_desc *d)
 
 int gs_trk_host_remove(void *ptr, struct gs_host_desc *out)
 {
-	struct gs_rec *r;
-	int rc = 0;
-
-	trk_lock();
-	r = trk_find(GS_KIND_HOST, (uintptr_t)ptr);
-	if (r) {
-		if (out)
-			*out = ((struct gs_host_rec *)r)->d;
-		trk_drop(r);
-	} else {
-		rc = -ENOENT;
-	}
-	trk_unlock();
-	return rc;
+	return desc_lookup(GS_KIND_HOST, (uintptr_t)ptr, false, out);
 }
 
 int gs_trk_host_find(const void *addr, struct gs_host_desc *out)
 {
-	struct gs_addr_node *n;
-	int rc = 0;
-
-	trk_lock();
-	n = gs_addrtree_find(&gs_trk.host_tree, (uintptr_t)addr);
-	if (n && out)
-		*out = ((struct gs_host_rec *)rec_of(GS_KIND_HOST, n))->d;
-	else if (!n)
-		rc = -ENOENT;
-	trk_unlock();
-	return rc;
+	return desc_lookup(GS_KIND_HOST, (uintptr_t)addr, true, out);
 }
 
 /* ---- carving ranges -------------------------------------------------------------- */

@@ -252,11 +252,11 @@ static CUresult event_time(struct sim_event *e, struct timespec *t)
 	return rc;
 }
 
-SIM_EXPORT CUresult cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUevent hEnd)
+static CUresult event_elapsed(const char *fn, float *pMilliseconds, CUevent hStart, CUevent hEnd)
 {
-	SIM_ENTER("cuEventElapsedTime_v2");
-	struct sim_event *start = event_get(hStart, "cuEventElapsedTime_v2");
-	struct sim_event *end = event_get(hEnd, "cuEventElapsedTime_v2");
+	SIM_ENTER(fn);
+	struct sim_event *start = event_get(hStart, fn);
+	struct sim_event *end = event_get(hEnd, fn);
 	struct timespec t0, t1;
 
 	if (!pMilliseconds)
@@ -274,4 +274,19 @@ SIM_EXPORT CUresult cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, 
 	double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
 	*pMilliseconds = (float)ms;
 	return CUDA_SUCCESS;
+}
+
+SIM_EXPORT CUresult cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUevent hEnd)
+{
+	return event_elapsed("cuEventElapsedTime_v2", pMilliseconds, hStart, hEnd);
+}
+
+/* The ABI before CUDA 12.8, which cuda.h no longer declares but the driver
+ * still exports and older cudart still asks cuGetProcAddress for. cuda.h
+ * #defines the name to the _v2 one, hence the #undef. */
+#undef cuEventElapsedTime
+SIM_EXPORT CUresult cuEventElapsedTime(float *pMilliseconds, CUevent hStart, CUevent hEnd);
+SIM_EXPORT CUresult cuEventElapsedTime(float *pMilliseconds, CUevent hStart, CUevent hEnd)
+{
+	return event_elapsed("cuEventElapsedTime", pMilliseconds, hStart, hEnd);
 }
