@@ -31,8 +31,9 @@ int bench_stats_of(const double *samples, size_t n, struct bench_stats *out);
 
 /*
  * One table row. base[i] and with[i] are the ns per call of round i, timed
- * back to back; `added` is summarised from the per-round differences, which
- * cancels drift between rounds better than a difference of two medians.
+ * back to back; the added time and the ratio are the medians of the
+ * per-round differences and ratios, which cancel drift between rounds
+ * better than a difference or ratio of two medians.
  */
 int bench_print_row(const char *what, const double *base, const double *with, size_t rounds);
 

@@ -216,8 +216,9 @@ void gs_image_write_stats(const struct gs_image_writer *w, struct gs_image_stats
 
 const char *gs_image_writer_errmsg(const struct gs_image_writer *w);
 
-/* Free the writer. Without a successful commit, waits for queued writes and
- * removes dir.tmp (an aborted dump leaves nothing behind). NULL is a no-op. */
+/* Free the writer. Waits for queued writes first (their callbacks run), so
+ * free the staging buffers after this. Without a successful commit it
+ * removes dir.tmp: an aborted dump leaves nothing behind. NULL is a no-op. */
 void gs_image_writer_close(struct gs_image_writer *w);
 
 /* ---- reading ---------------------------------------------------------- */

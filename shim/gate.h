@@ -28,8 +28,23 @@
 
 #define GS_GATE_CLOSED 1u
 #define GS_GATE_FENCE 2u
+#define GS_GATE_FLAGS (GS_GATE_CLOSED | GS_GATE_FENCE)
 
-/* 0 on the fast path. A 32-bit futex word. */
+/*
+ * The bits above the flags count migrations ("epochs"). After a migration
+ * the driver's per-thread state (each thread's current context stack) still
+ * names the contexts the migration destroyed, and only the thread itself can
+ * change it. So every thread remembers the epoch it last brought its driver
+ * state up to (gs_thread.gate_epoch, kept as word bits), and the fast path
+ * compares the whole word with that: a new epoch sends the thread's next
+ * gated call through the slow path once, which runs the epoch handler on
+ * the thread before the call proceeds.
+ */
+#define GS_GATE_EPOCH_SHIFT 2
+#define GS_GATE_EPOCH_ONE (1u << GS_GATE_EPOCH_SHIFT)
+
+/* Equal to the calling thread's gate_epoch on the fast path. A 32-bit
+ * futex word. */
 extern _Atomic unsigned gs_gate_word;
 
 void gs_gate_enter_slow(struct gs_thread *t);
@@ -45,7 +60,8 @@ static inline __attribute__((always_inline)) void gs_gate_enter(struct gs_thread
 	/* Compiler barrier only: the CPU-level order comes from membarrier()
 	 * in gs_gate_close(). */
 	atomic_signal_fence(memory_order_seq_cst);
-	if (__builtin_expect(atomic_load_explicit(&gs_gate_word, memory_order_acquire) != 0, 0))
+	if (__builtin_expect(atomic_load_explicit(&gs_gate_word, memory_order_acquire) !=
+			     t->gate_epoch, 0))
 		gs_gate_enter_slow(t);
 }
 
@@ -55,7 +71,8 @@ static inline __attribute__((always_inline)) void gs_gate_exit(struct gs_thread 
 
 	atomic_store_explicit(&t->gate_depth, depth - 1, memory_order_release);
 	atomic_signal_fence(memory_order_seq_cst);
-	if (__builtin_expect(atomic_load_explicit(&gs_gate_word, memory_order_relaxed) != 0, 0))
+	if (__builtin_expect(atomic_load_explicit(&gs_gate_word, memory_order_relaxed) &
+			     GS_GATE_FLAGS, 0))
 		gs_gate_exit_slow(t);
 }
 
@@ -100,6 +117,21 @@ int gs_gate_close(unsigned timeout_ms, struct gs_gate_report *report);
 int gs_gate_open(void);
 
 bool gs_gate_is_closed(void);
+
+/*
+ * Epochs. The handler runs on a thread at its first outermost gated call in
+ * a new epoch, after the gate let it through and before the call goes on
+ * (the thread counts as in flight meanwhile, so no freeze can overtake it);
+ * `old_epoch` is the epoch the thread's driver state belongs to. It must
+ * make its own driver calls inside the shim (gs_inside_begin).
+ */
+typedef void gs_gate_epoch_fn(struct gs_thread *t, unsigned old_epoch, unsigned new_epoch);
+void gs_gate_set_epoch_handler(gs_gate_epoch_fn *fn);
+/* The current epoch. */
+unsigned gs_gate_epoch(void);
+/* Start the next epoch; the gate must be closed (-EPERM otherwise). Threads
+ * meet the handler once it reopens. */
+int gs_gate_next_epoch(unsigned *epoch);
 
 /* A thread record is going away while its depth is non-zero. */
 void gs_gate_thread_gone(void);

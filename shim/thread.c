@@ -78,6 +78,8 @@ struct gs_thread *gs_thread_attach(void)
 		return NULL;
 	t->tid = gettid();
 	atomic_init(&t->gate_symbol, -1);
+	/* A new thread's driver state cannot predate the current epoch. */
+	t->gate_epoch = atomic_load_explicit(&gs_gate_word, memory_order_relaxed) & ~GS_GATE_FLAGS;
 
 	pthread_mutex_lock(&registry_lock);
 	t->next = registry_head;

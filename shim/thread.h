@@ -30,6 +30,9 @@ struct gs_thread {
 	_Atomic unsigned gate_depth;
 	/* Symbol index of the outermost call in flight, for reports. */
 	_Atomic int gate_symbol;
+	/* The gate epoch (word bits, gate.h) this thread's driver state was
+	 * last brought up to. Only the thread itself uses it. */
+	unsigned gate_epoch;
 	pid_t tid;
 	struct gs_thread *next;
 	struct gs_thread *prev;
