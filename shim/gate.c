@@ -101,13 +101,60 @@ static unsigned load_word_ordered(struct gs_thread *t)
 	return w;
 }
 
+static _Atomic(gs_gate_epoch_fn *) epoch_handler;
+
+void gs_gate_set_epoch_handler(gs_gate_epoch_fn *fn)
+{
+	atomic_store_explicit(&epoch_handler, fn, memory_order_release);
+}
+
+unsigned gs_gate_epoch(void)
+{
+	return atomic_load(&gs_gate_word) >> GS_GATE_EPOCH_SHIFT;
+}
+
+int gs_gate_next_epoch(unsigned *epoch)
+{
+	unsigned w;
+	int rc = 0;
+
+	pthread_mutex_lock(&close_lock);
+	if (!(atomic_load(&gs_gate_word) & GS_GATE_CLOSED)) {
+		rc = -EPERM;
+	} else {
+		/* Wraps after 2^30 migrations, back into the same bits. */
+		w = atomic_fetch_add(&gs_gate_word, GS_GATE_EPOCH_ONE) + GS_GATE_EPOCH_ONE;
+		if (epoch)
+			*epoch = w >> GS_GATE_EPOCH_SHIFT;
+	}
+	pthread_mutex_unlock(&close_lock);
+	return rc;
+}
+
+/* The thread passed an open gate in a newer epoch than its driver state's. */
+static void epoch_catch_up(struct gs_thread *t, unsigned w)
+{
+	gs_gate_epoch_fn *fn = atomic_load_explicit(&epoch_handler, memory_order_acquire);
+	unsigned old = t->gate_epoch;
+
+	t->gate_epoch = w & ~GS_GATE_FLAGS;
+	if (fn)
+		fn(t, old >> GS_GATE_EPOCH_SHIFT, w >> GS_GATE_EPOCH_SHIFT);
+}
+
 void gs_gate_enter_slow(struct gs_thread *t)
 {
 	for (;;) {
 		unsigned w = load_word_ordered(t);
 
-		if (!(w & GS_GATE_CLOSED))
+		if (!(w & GS_GATE_CLOSED)) {
+			/* Only the outermost call: a nested one runs inside a
+			 * call that already passed in this epoch. */
+			if ((w & ~GS_GATE_FLAGS) != t->gate_epoch &&
+			    atomic_load_explicit(&t->gate_depth, memory_order_relaxed) == 1)
+				epoch_catch_up(t, w);
 			return;
+		}
 		/* Nested call of a thread already in flight. */
 		if (atomic_load_explicit(&t->gate_depth, memory_order_relaxed) > 1)
 			return;

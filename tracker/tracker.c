@@ -403,12 +403,21 @@ int gs_trk_rebind(enum gs_kind kind, uint64_t app, uint64_t real)
 	struct gs_rec *r;
 	int rc;
 
-	if ((unsigned)kind >= GS_KIND_COUNT || !trk_has_handles(kind))
+	if ((unsigned)kind >= GS_KIND_COUNT ||
+	    (!trk_has_handles(kind) && kind != GS_KIND_GLOBAL))
 		return -EINVAL;
 	trk_lock();
 	r = trk_find(kind, app);
 	if (!r) {
 		rc = -ENOENT;
+		goto out;
+	}
+	/* A module reloaded on another GPU puts its globals at new device
+	 * addresses: the record stays keyed by the address the application
+	 * knows, and `real` says where the variable lives now. */
+	if (kind == GS_KIND_GLOBAL) {
+		r->real = real;
+		rc = 0;
 		goto out;
 	}
 	rc = gs_hmap_rebind(&gs_trk.maps[kind], app, real);

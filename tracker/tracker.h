@@ -434,7 +434,9 @@ struct gs_handlemap *gs_trk_handlemap(enum gs_kind kind);
 struct gs_devmap *gs_trk_devmap(void);
 
 /* Thaw: the object behind app handle `app` now has real handle `real`.
- * Updates the record and the handle map. */
+ * Updates the record and the handle map. For GS_KIND_GLOBAL, `app` is the
+ * address the application knows and `real` the variable's address in the
+ * reloaded module (records only: globals have no handle map). */
 int gs_trk_rebind(enum gs_kind kind, uint64_t app, uint64_t real);
 
 /* ---- devices ------------------------------------------------------------ */
