@@ -66,7 +66,9 @@ void image_err_free(struct image_err *e);
  * building fault injection into the product). Points used here:
  *   image-no-direct    O_DIRECT open fails with EINVAL (tmpfs-like)
  *   image-no-uring     io_uring set-up fails (pread/pwrite engine)
- *   image-commit       commit stops after fsync, before the rename */
+ *   image-commit       commit stops after fsync, before the rename
+ *   image-no-renameat2 renameat2 fails with EINVAL (filesystems without
+ *                      RENAME_NOREPLACE / RENAME_EXCHANGE) */
 bool image_fault(const char *name);
 
 /* ---- data ------------------------------------------------------------------ */

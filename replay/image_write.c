@@ -117,11 +117,13 @@ static int split_path(const char *path, char **parent, char **base)
 	if (!*parent || !*base) {
 		free(*parent);
 		free(*base);
+		*parent = *base = NULL;
 		return -ENOMEM;
 	}
 	if (**base == '\0' || strcmp(*base, ".") == 0 || strcmp(*base, "..") == 0) {
 		free(*parent);
 		free(*base);
+		*parent = *base = NULL;
 		return -EINVAL;
 	}
 	return 0;
@@ -513,10 +515,16 @@ int gs_image_add_extent(struct gs_image_writer *w, uint64_t va, uint64_t size,
 
 	if (w->committed)
 		return image_fail(&w->err, -EINVAL, "image %s: already committed", w->dir);
-	if (size == 0 || size > IMAGE_EXTENT_MAX_SIZE || va + size < va)
+	/* The manifest holds signed 64-bit integers; device addresses are far
+	 * below 2^63 on every GPU. */
+	if (size == 0 || size > IMAGE_EXTENT_MAX_SIZE || va > (uint64_t)INT64_MAX - size ||
+	    (size + w->chunk_size - 1) / w->chunk_size > UINT32_MAX)
 		return image_fail(&w->err, -EINVAL, "image %s: extent at va 0x%llx: size %llu "
 				  "out of range", w->dir, (unsigned long long)va,
 				  (unsigned long long)size);
+	if (w->file_end + image_align_up(size) > (uint64_t)INT64_MAX)
+		return image_fail(&w->err, -EFBIG, "image %s: memory.img would exceed 2^63 bytes",
+				  w->dir);
 	if (w->nextents == UINT32_MAX)
 		return image_fail(&w->err, -E2BIG, "image %s: too many extents", w->dir);
 	/* The first range ending after va must start at or after va + size. */
@@ -968,6 +976,16 @@ static void remove_old(struct gs_image_writer *w, const char *name)
 			   ret == -ENOTEMPTY ? "it holds other files" : strerror(-ret));
 }
 
+static int rename2(struct gs_image_writer *w, const char *from, const char *to,
+		   unsigned flags)
+{
+	if (image_fault("image-no-renameat2")) {
+		errno = EINVAL;
+		return -1;
+	}
+	return renameat2(w->parent_fd, from, w->parent_fd, to, flags);
+}
+
 static int rename_into_place(struct gs_image_writer *w)
 {
 	char *old = NULL;
@@ -976,8 +994,7 @@ static int rename_into_place(struct gs_image_writer *w)
 	if (!w->replace_existing) {
 		/* NOREPLACE: a directory that appeared at DIR meanwhile is never
 		 * overwritten (plain rename(2) would replace an empty one). */
-		if (renameat2(w->parent_fd, w->tmp_base, w->parent_fd, w->base,
-			      RENAME_NOREPLACE) == 0)
+		if (rename2(w, w->tmp_base, w->base, RENAME_NOREPLACE) == 0)
 			return 0;
 		if (errno != EINVAL && errno != ENOSYS)
 			goto fail;
@@ -990,7 +1007,7 @@ static int rename_into_place(struct gs_image_writer *w)
 		goto fail;
 	}
 	/* One step: readers see the old image or the new one, never none. */
-	if (renameat2(w->parent_fd, w->tmp_base, w->parent_fd, w->base, RENAME_EXCHANGE) == 0) {
+	if (rename2(w, w->tmp_base, w->base, RENAME_EXCHANGE) == 0) {
 		remove_old(w, w->tmp_base);
 		return 0;
 	}

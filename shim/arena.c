@@ -26,6 +26,7 @@
 
 #include "log.h"
 #include "track.h"
+#include "translate.h"
 
 /* In the first 64 KiB, which Linux keeps unmapped (vm.mmap_min_addr) and
  * no driver places memory in: no allocation, host mapping or registration
@@ -330,6 +331,27 @@ static CUresult attr_local(CUpointer_attribute attr, void *data, CUdeviceptr ptr
 	return CUDA_SUCCESS;
 }
 
+/* The driver's own answers name its contexts and devices: after a
+ * migration, those are mapped back to the application's. */
+static CUresult driver_attribute(void *data, CUpointer_attribute attr, CUdeviceptr ptr)
+{
+	CUresult rc = GS_MEM_REAL(cuPointerGetAttribute, data, attr, ptr);
+
+	if (rc == CUDA_SUCCESS)
+		gs_xlat_pointer_attr_to_app(attr, data);
+	return rc;
+}
+
+static CUresult driver_attributes(unsigned n, CUpointer_attribute *attrs, void **data,
+				  CUdeviceptr ptr)
+{
+	CUresult rc = GS_MEM_REAL(cuPointerGetAttributes, n, attrs, data, ptr);
+
+	for (unsigned i = 0; rc == CUDA_SUCCESS && attrs && data && i < n; i++)
+		gs_xlat_pointer_attr_to_app(attrs[i], data[i]);
+	return rc;
+}
+
 static CUresult devmem_attribute(void *data, CUpointer_attribute attr, CUdeviceptr ptr)
 {
 	struct gs_arena_allocation al;
@@ -337,11 +359,11 @@ static CUresult devmem_attribute(void *data, CUpointer_attribute attr, CUdevicep
 	enum where w = arena_where(ptr, &al, &dev);
 
 	if (w == OUTSIDE || !data)
-		return GS_MEM_REAL(cuPointerGetAttribute, data, attr, ptr);
+		return driver_attribute(data, attr, ptr);
 	if (w == HOLE)
-		return GS_MEM_REAL(cuPointerGetAttribute, data, attr, NOWHERE);
+		return driver_attribute(data, attr, NOWHERE);
 	if (!attr_is_local(attr))
-		return GS_MEM_REAL(cuPointerGetAttribute, data, attr, ptr);
+		return driver_attribute(data, attr, ptr);
 	return attr_local(attr, data, ptr, dev, &al);
 }
 
@@ -357,12 +379,12 @@ static CUresult devmem_attributes(unsigned n, CUpointer_attribute *attrs, void *
 	CUresult rc = CUDA_SUCCESS;
 
 	if (w == OUTSIDE || n == 0 || !attrs || !data)
-		return GS_MEM_REAL(cuPointerGetAttributes, n, attrs, data, ptr);
+		return driver_attributes(n, attrs, data, ptr);
 	for (unsigned i = 0; i < n; i++)
 		if (!data[i])
-			return GS_MEM_REAL(cuPointerGetAttributes, n, attrs, data, ptr);
+			return driver_attributes(n, attrs, data, ptr);
 	if (w == HOLE)
-		return GS_MEM_REAL(cuPointerGetAttributes, n, attrs, data, NOWHERE);
+		return driver_attributes(n, attrs, data, NOWHERE);
 
 	if (n > 32) {
 		fwd_attrs = malloc(n * sizeof(*fwd_attrs));
@@ -382,7 +404,7 @@ static CUresult devmem_attributes(unsigned n, CUpointer_attribute *attrs, void *
 		}
 	}
 	if (k) {
-		rc = GS_MEM_REAL(cuPointerGetAttributes, k, fwd_attrs, fwd_data, ptr);
+		rc = driver_attributes(k, fwd_attrs, fwd_data, ptr);
 		if (rc != CUDA_SUCCESS)
 			goto out;
 	}

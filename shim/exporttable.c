@@ -10,6 +10,7 @@
 #include "introspect_internal.h"
 #include "log.h"
 #include "shim.h"
+#include "translate.h"
 
 /* Enough for the handful of tables cudart uses plus any number of
  * unexpected ones a program might request; beyond it, requests still pass
@@ -26,16 +27,16 @@ struct table_entry {
 
 /*
  * UUID bytes in memory order, written as the DESIGN.md notes print them.
- * The first two carry CUcontext values and will need wrappers that
- * translate handles after a migration.
+ * The first two carry CUcontext values: once migrated, requests for them
+ * get translating copies (translate.c); before, the driver's own tables.
  */
 static struct table_entry registry[REGISTRY_MAX] = {
 	{ { 0xC6, 0x93, 0x33, 0x6E, 0x11, 0x21, 0xDF, 0x11, 0xA8, 0xC3, 0x68, 0xF3, 0x55, 0xD8,
 	    0x95, 0x93 },
-	  "context-local storage", NULL, false, 0 },
+	  "context-local storage", gs_xlat_wrap_export_table, false, 0 },
 	{ { 0x6B, 0xD5, 0xFB, 0x6C, 0x5B, 0xF4, 0xE7, 0x4A, 0x89, 0x87, 0xD9, 0x39, 0x12, 0xFD,
 	    0x9D, 0xF9 },
-	  "cudart interface", NULL, false, 0 },
+	  "cudart interface", gs_xlat_wrap_export_table, false, 0 },
 	{ { 0xA0, 0x94, 0x79, 0x8C, 0x2E, 0x74, 0x2E, 0x74, 0x93, 0xF2, 0x08, 0x00, 0x20, 0x0C,
 	    0x0A, 0x66 },
 	  "tools callback hooks", NULL, false, 0 },
@@ -167,7 +168,10 @@ CUresult gs_custom_cuGetExportTable(bool ptds, const void **ppExportTable,
 		gs_pwarn("export-table wrapper failed; handing out the driver's table");
 		return rc;
 	}
-	*ppExportTable = app_table;
-	mark_hooked(pExportTableId);
+	/* A builder may decline by handing back the driver's table. */
+	if (app_table != *ppExportTable) {
+		*ppExportTable = app_table;
+		mark_hooked(pExportTableId);
+	}
 	return rc;
 }

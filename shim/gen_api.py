@@ -523,7 +523,10 @@ def check_against_macros(base, default, pts, symbols, expand_plain, expand_ptds)
 # Annotations
 
 def read_annotations(path, symbols):
+    """(tags, xlat): the behaviour tag of each annotated base symbol, and
+    its translation annotations {base: {xlat-tag: {arg: value}}}."""
     tags = {}
+    xlat = {}
     with open(path, encoding='utf-8') as f:
         for lineno, line in enumerate(f, 1):
             line = line.split('#', 1)[0].strip()
@@ -531,21 +534,47 @@ def read_annotations(path, symbols):
                 continue
             fields = line.split()
             where = '%s:%d' % (path, lineno)
-            if len(fields) != 2:
-                raise GenError('%s: expected "SYMBOL TAG", got %r' % (where, line))
-            sym, tag = fields
-            if tag not in TAGS:
-                raise GenError('%s: unknown tag %r (one of %s)' % (where, tag,
-                                                                   ', '.join(TAGS)))
+            if len(fields) < 2:
+                raise GenError('%s: expected "SYMBOL TAG...", got %r' % (where, line))
+            sym = fields[0]
             if sym.endswith(PTDS_SUFFIXES):
                 raise GenError('%s: %s: annotate the symbol without its per-thread '
                                'suffix; the variant shares the annotation' % (where, sym))
             if sym not in symbols:
                 raise GenError('%s: %s is not a function cuda.h declares' % (where, sym))
-            if sym in tags:
-                raise GenError('%s: %s annotated twice' % (where, sym))
-            tags[sym] = tag
-    return tags
+            for field in fields[1:]:
+                name, _, value = field.partition('=')
+                if name in TAGS and not value:
+                    if sym in tags:
+                        raise GenError('%s: %s annotated twice' % (where, sym))
+                    tags[sym] = name
+                elif name in XLAT_TAGS:
+                    parse_xlat_tag(where, sym, name, value, xlat.setdefault(sym, {}))
+                else:
+                    raise GenError('%s: unknown tag %r (one of %s)'
+                                   % (where, field, ', '.join(TAGS + XLAT_TAGS)))
+    return tags, xlat
+
+
+def parse_xlat_tag(where, sym, name, value, ann):
+    args = ann.setdefault(name, {})
+    if name == 'xlat-hook':
+        if value:
+            raise GenError('%s: %s: xlat-hook takes no value' % (where, sym))
+        args[None] = True
+        return
+    if not value:
+        raise GenError('%s: %s: %s needs =ARG' % (where, sym, name))
+    for item in value.split(','):
+        arg, _, extra = item.partition(':')
+        if name == 'xlat-count':
+            if not extra:
+                raise GenError('%s: %s: xlat-count=ARG:COUNT' % (where, sym))
+        elif extra:
+            raise GenError('%s: %s: %s=%s: unexpected ":"' % (where, sym, name, item))
+        if arg in args:
+            raise GenError('%s: %s: %s=%s given twice' % (where, sym, name, arg))
+        args[arg] = extra or True
 
 
 def base_of(sym):
@@ -556,13 +585,703 @@ def base_of(sym):
 
 
 # --------------------------------------------------------------------------
+# Handle translation after a migration (DESIGN.md §4)
+#
+# Until the first migration every handle is the real driver's, and wrappers
+# forward their arguments untouched. Afterwards, app-visible handles and
+# device ordinals in arguments are mapped to the current real ones, and
+# handles the driver writes back are mapped the other way. What to map is
+# derived from the parameter types cuda.h declares (and the members of the
+# structures it passes), plus annotations (xlat-* tags) where the type alone
+# cannot tell.
+
+# Handle types the shim keeps app <-> real maps for (tracker/handlemap.h),
+# with the tracker kind of each.
+MAPPED_HANDLES = {
+    'CUcontext': 'GS_KIND_CTX',
+    'CUstream': 'GS_KIND_STREAM',
+    'CUevent': 'GS_KIND_EVENT',
+    'CUmodule': 'GS_KIND_MODULE',
+    'CUlibrary': 'GS_KIND_LIBRARY',
+    'CUfunction': 'GS_KIND_FUNCTION',
+    'CUkernel': 'GS_KIND_KERNEL',
+    'CUlinkState': 'GS_KIND_LINK',
+    'CUmemGenericAllocationHandle': 'GS_KIND_PHYS',
+}
+
+# Handle types without a map: their values pass unchanged. Objects of these
+# kinds never live across a migration (a freeze refuses while graphs, pools,
+# arrays, green contexts... exist), so any the application holds after one
+# was made by the driver now underneath, and its handle is the real one.
+IDENTITY_HANDLES = {
+    'CUgreenCtx', 'CUgraph', 'CUgraphExec', 'CUgraphNode', 'CUgraphDeviceNode',
+    'CUgraphConditionalHandle', 'CUmemoryPool', 'CUarray', 'CUmipmappedArray',
+    'CUtexref', 'CUsurfref', 'CUtexObject', 'CUsurfObject', 'CUexternalMemory',
+    'CUexternalSemaphore', 'CUgraphicsResource', 'CUuserObject',
+    'CUasyncCallbackHandle', 'CUlogsCallbackHandle', 'CUdevResourceDesc',
+}
+
+DEVICE_TYPE = 'CUdevice'      # an ordinal: the device map (handlemap.h)
+MEMLOC_TYPE = 'CUmemLocation'  # id is a device ordinal when type is DEVICE
+
+XLAT_TAGS = ('xlat-in', 'xlat-out', 'xlat-new', 'xlat-count', 'xlat-device',
+             'xlat-none', 'xlat-unsupported', 'xlat-hook')
+
+
+class CAgg:
+    """A struct or union cuda.h defines: members as (name, Decl)."""
+
+    def __init__(self, kind, tag):
+        self.kind = kind  # 'struct' or 'union'
+        self.tag = tag
+        self.members = []
+
+
+class Decl:
+    """The type of one member or parameter: base type name (a typedef or
+    builtin words), pointer depth, const pointee, array, function pointer,
+    or an inline aggregate."""
+    __slots__ = ('base', 'ptr', 'const', 'array', 'fnptr', 'agg')
+
+    def __init__(self, base=None, ptr=0, const=False, array=False, fnptr=False, agg=None):
+        self.base = base
+        self.ptr = ptr
+        self.const = const
+        self.array = array
+        self.fnptr = fnptr
+        self.agg = agg
+
+
+TYPE_QUALIFIERS = ('const', 'volatile', 'restrict', '__restrict', '__restrict__')
+
+
+def parse_declarator_list(toks):
+    """'T a, *b[4]' (a member or typedef, without the ';') -> [(name, Decl)].
+    Base type: the tokens before the first declarator."""
+    texts = [t.text for t in toks]
+    if '(' in texts:
+        # Function pointer (or function) declarator: opaque to translation.
+        name = None
+        for i in range(len(texts) - 1):
+            if texts[i] == '(' and texts[i + 1] == '*':
+                j = i + 2
+                while j < len(texts) and texts[j] in TYPE_QUALIFIERS:
+                    j += 1
+                if j < len(texts) and toks[j].kind == 'ident':
+                    name = texts[j]
+                break
+        return [(name, Decl(fnptr=True))]
+    parts = split_commas(toks)
+    out = []
+    base = None
+    const = False
+    for n, part in enumerate(parts):
+        pt = [t.text for t in part]
+        # Bit-fields
+        if ':' in pt:
+            pt = pt[:pt.index(':')]
+        array = '[' in pt
+        if array:
+            pt = pt[:pt.index('[')]
+        if not pt:
+            continue
+        name = pt[-1]
+        head = pt[:-1]
+        if n == 0:
+            words = [w for w in head if w != '*']
+            # const before the first '*' qualifies what the pointer points to.
+            const = '*' in head and 'const' in head[:head.index('*')]
+            typewords = [w for w in words if w not in TYPE_QUALIFIERS
+                         and w not in ('struct', 'union', 'enum')]
+            named = [w for w in typewords if w not in C_TYPE_WORDS]
+            base = named[-1] if named else ' '.join(typewords)
+            if 'struct' in words or 'union' in words:
+                kw = 'struct' if 'struct' in words else 'union'
+                base = '%s %s' % (kw, named[-1]) if named else base
+        ptr = head.count('*')
+        out.append((name, Decl(base, ptr, const and ptr > 0, array)))
+    return out
+
+
+def parse_agg_body(toks, kind, tag):
+    """Members of a struct/union body (the tokens between its braces)."""
+    agg = CAgg(kind, tag)
+    cur = []
+    depth = 0
+    members = []
+    for t in toks:
+        if t.text == '{':
+            depth += 1
+        elif t.text == '}':
+            depth -= 1
+        if t.text == ';' and depth == 0:
+            members.append(cur)
+            cur = []
+        else:
+            cur.append(t)
+    for m in members:
+        m = strip_attributes(m)
+        if not m:
+            continue
+        texts = [t.text for t in m]
+        if texts[0] in ('struct', 'union', 'enum') and '{' in texts:
+            open_i = texts.index('{')
+            close_i = matching_brace(texts, open_i)
+            sub_tag = texts[1] if open_i == 2 else None
+            if texts[0] == 'enum':
+                inner = None
+            else:
+                inner = parse_agg_body(m[open_i + 1:close_i], texts[0], sub_tag)
+            rest = m[close_i + 1:]
+            if not rest:
+                # Anonymous member: its members belong to this aggregate.
+                if inner is not None:
+                    agg.members.extend(inner.members if inner.kind == 'struct' else
+                                       [(None, Decl(agg=inner))])
+                continue
+            for name, d in parse_declarator_list(rest_with_base(rest)):
+                if inner is not None and d.ptr == 0:
+                    d.agg = inner
+                    d.base = None
+                elif inner is None:
+                    d.base = 'int'
+                agg.members.append((name, d))
+            continue
+        agg.members.extend(parse_declarator_list(m))
+    return agg
+
+
+def rest_with_base(rest):
+    # The declarators after an inline aggregate have no base type tokens;
+    # give parse_declarator_list a placeholder so it finds the names.
+    placeholder = Tok('ident', 'gs_inline_aggregate', None, 0, 0)
+    return [placeholder] + list(rest)
+
+
+def matching_brace(texts, i):
+    depth = 0
+    for j in range(i, len(texts)):
+        if texts[j] == '{':
+            depth += 1
+        elif texts[j] == '}':
+            depth -= 1
+            if depth == 0:
+                return j
+    raise GenError('unbalanced braces')
+
+
+class TypeTable:
+    """cuda.h's typedefs and aggregates, enough to follow a type name to a
+    handle type, a device ordinal, a memory location, or the members of a
+    structure."""
+
+    def __init__(self):
+        self.aliases = {}   # typedef name -> Decl
+        self.tags = {}      # 'struct X' -> CAgg
+        self.shapes = {}    # memo for shape()
+
+    def add_statement(self, stmt):
+        toks = strip_attributes(stmt)
+        texts = [t.text for t in toks]
+        if not texts or texts[-1] != ';':
+            return
+        toks = toks[:-1]
+        texts = texts[:-1]
+        is_typedef = texts and texts[0] == 'typedef'
+        if is_typedef:
+            toks = toks[1:]
+            texts = texts[1:]
+        if not texts:
+            return
+        agg = None
+        if texts[0] in ('struct', 'union', 'enum') and '{' in texts:
+            open_i = texts.index('{')
+            close_i = matching_brace(texts, open_i)
+            tag = texts[1] if open_i == 2 else None
+            if texts[0] != 'enum':
+                agg = parse_agg_body(toks[open_i + 1:close_i], texts[0], tag)
+                if tag:
+                    self.tags['%s %s' % (texts[0], tag)] = agg
+            rest = toks[close_i + 1:]
+            if not is_typedef or not rest:
+                return
+            for name, d in parse_declarator_list(rest_with_base(rest)):
+                if d.ptr == 0 and agg is not None:
+                    self.aliases[name] = Decl(agg=agg)
+                elif agg is not None and tag:
+                    self.aliases[name] = Decl('%s %s' % (texts[0], tag), d.ptr)
+                else:
+                    self.aliases[name] = Decl('int', d.ptr)
+            return
+        if not is_typedef:
+            return
+        for name, d in parse_declarator_list(toks):
+            if name:
+                self.aliases[name] = d
+
+    def agg_of(self, name):
+        """The aggregate a by-value type name denotes, or None."""
+        seen = set()
+        while name and name not in seen:
+            seen.add(name)
+            if name in self.tags:
+                return self.tags[name]
+            d = self.aliases.get(name)
+            if d is None or d.ptr or d.fnptr:
+                return None
+            if d.agg is not None:
+                return d.agg
+            name = d.base
+        return None
+
+    def leaf(self, name):
+        """What a by-value type name is to translation: ('handle', kind),
+        ('identity', type), ('device',), ('memloc',), ('ptr',) for a pointer
+        typedef of no interest, or None."""
+        seen = set()
+        while name and name not in seen:
+            seen.add(name)
+            # cuda.h also spells most types with a version: CUdevice_v1.
+            plain = re.sub(r'_v\d+$', '', name)
+            if plain in MAPPED_HANDLES:
+                return ('handle', MAPPED_HANDLES[plain])
+            if plain in IDENTITY_HANDLES:
+                return ('identity', plain)
+            if plain == DEVICE_TYPE:
+                return ('device',)
+            if plain == MEMLOC_TYPE:
+                return ('memloc',)
+            d = self.aliases.get(name)
+            if d is None or d.agg is not None:
+                return None
+            if d.ptr or d.fnptr:
+                return ('ptr',)
+            name = d.base
+        return None
+
+    def shape(self, name):
+        """Translation shape of a by-value type name:
+             None                         nothing to translate
+             ('handle', kind) / ('device',) / ('memloc',)
+             ('identity', type)           a handle without a map
+             ('struct', [(path, leaf)])   members to translate, by path
+             ('complex', why)             handles a generated copy cannot
+                                          reach (in a union, behind a pointer)
+        """
+        if name in self.shapes:
+            return self.shapes[name]
+        leaf = self.leaf(name)
+        if leaf is not None:
+            res = None if leaf == ('ptr',) else leaf
+        else:
+            agg = self.agg_of(name)
+            res = self.agg_shape(agg, name) if agg is not None else None
+        self.shapes[name] = res
+        return res
+
+    def agg_shape(self, agg, label):
+        leaves = []
+        identity = []
+        for mname, d in agg.members:
+            if d.fnptr:
+                continue
+            if d.agg is not None:
+                s = self.agg_shape(d.agg, '%s.%s' % (label, mname))
+            elif d.ptr:
+                s = self.shape(d.base) if d.base else None
+                if s is None or s[0] == 'identity':
+                    continue
+                return ('complex', '%s.%s points to %s' % (label, mname, describe_shape(s)))
+            else:
+                s = self.shape(d.base)
+            if s is None:
+                continue
+            if s[0] == 'identity':
+                identity.append(s[1])
+                continue
+            if s[0] == 'complex':
+                return s
+            if agg.kind == 'union' or d.array or mname is None:
+                return ('complex', '%s.%s: %s in a %s' % (
+                    label, mname, describe_shape(s),
+                    'union' if agg.kind == 'union' else 'array'))
+            if s[0] == 'struct':
+                leaves.extend(('%s.%s' % (mname, p), l) for p, l in s[1])
+            else:
+                leaves.append((mname, s))
+        if leaves:
+            return ('struct', leaves)
+        if identity:
+            return ('identity', ','.join(sorted(set(identity))))
+        return None
+
+
+def describe_shape(s):
+    if s[0] == 'handle':
+        return s[1][len('GS_KIND_'):].lower()
+    if s[0] == 'struct':
+        return 'struct(%s)' % ','.join('%s:%s' % (p, describe_shape(l)) for p, l in s[1])
+    if s[0] == 'complex':
+        return 'complex'
+    if s[0] == 'identity':
+        return 'identity'
+    return s[0]
+
+
+def type_table(cc, include_dir):
+    text = preprocess(cc, include_dir, '#include <cuda.h>\n', [])
+    table = TypeTable()
+    for stmt in top_level_statements(tokenize(text)):
+        table.add_statement(stmt)
+    return table
+
+
+def param_decl(p):
+    """The Decl of a function parameter (its text, name removed)."""
+    toks = tokenize(p.decl)
+    return parse_declarator_list(toks)[0][1]
+
+
+class ParamXlat:
+    """How one parameter is translated.
+       mode: 'in' (by value), 'in-ptr' (const pointer to one structure),
+             'inout-ptr' (non-const: copied in, and back out), 'in-array'
+             (pointer to `count` elements), 'out' / 'out-array' (written by
+             the driver), 'new' / 'new-array' (outputs registered as new
+             handles), 'hook' (the track hook maps it), 'manual' (the
+             hand-written code does), 'complex' (no rule applies: an error
+             unless hand-written), 'identity', 'none', 'unsupported'
+    """
+    __slots__ = ('name', 'mode', 'shape', 'type', 'count', 'why')
+
+    def __init__(self, name, mode, shape=None, ctype=None, count=None, why=None):
+        self.name = name
+        self.mode = mode
+        self.shape = shape
+        self.type = ctype
+        self.count = count
+        self.why = why
+
+    def describe(self):
+        if self.mode in ('identity', 'none', 'unsupported', 'manual'):
+            return '%s=%s' % (self.name, self.mode)
+        s = describe_shape(self.shape) if self.shape else '-'
+        extra = ''
+        if self.count:
+            extra = '[%s]' % self.count
+        return '%s=%s:%s%s' % (self.name, self.mode, s, extra)
+
+
+class SymXlat:
+    """A symbol's translation: 'none' (nothing to map), 'generated',
+    'hook' (hand-written in translate.c), 'custom' (the custom export
+    translates itself)."""
+
+    def __init__(self, how, params):
+        self.how = how
+        self.params = params  # [ParamXlat] for the params that carry something
+
+    @property
+    def unsupported(self):
+        return [p for p in self.params if p.mode == 'unsupported']
+
+    @property
+    def active(self):
+        """Parameters the generated code touches."""
+        return [p for p in self.params
+                if p.mode not in ('none', 'identity', 'hook', 'unsupported')]
+
+
+def classify_symbol(fn, base, tag, ann, types):
+    """Classify every parameter of fn; ann: this base symbol's xlat
+    annotations {tag: {arg: value}}. Raises GenError for a parameter that
+    carries handles in a way no rule covers and no annotation settles."""
+    names = {p.name for p in fn.params}
+    for t, args in ann.items():
+        for a, v in args.items():
+            if a is not None and a not in names:
+                raise GenError('%s: annotation %s names no parameter %r' % (base, t, a))
+            if t == 'xlat-count' and v not in names:
+                raise GenError('%s: xlat-count=%s:%s: no parameter %r' % (base, a, v, v))
+    res = []
+    for p in fn.params:
+        d = param_decl(p)
+        x = classify_param(fn, base, tag, ann, types, p, d)
+        if x is not None:
+            res.append(x)
+    if tag == 'custom' or 'xlat-hook' in ann:
+        # Hand-written code settles what the rules could not.
+        for x in res:
+            if x.mode == 'complex':
+                x.mode = 'manual'
+        return SymXlat('custom' if tag == 'custom' else 'hook', res)
+    complex_ = [x for x in res if x.mode == 'complex']
+    if complex_:
+        raise GenError('%s: parameter %s carries handles the generator cannot translate (%s); '
+                       'annotate it xlat-hook (translate.c) or xlat-unsupported=%s'
+                       % (base, complex_[0].name, complex_[0].why, complex_[0].name))
+    # Outputs a track hook maps need nothing from the wrapper.
+    active = [x for x in res if x.mode not in ('none', 'identity', 'hook')]
+    return SymXlat('generated' if active else 'none', res)
+
+
+def classify_param(fn, base, tag, ann, types, p, d):
+    def has(t):
+        return p.name in ann.get(t, {})
+
+    if has('xlat-none'):
+        return ParamXlat(p.name, 'none')
+    if has('xlat-unsupported'):
+        return ParamXlat(p.name, 'unsupported')
+    if d.fnptr:
+        return None
+    count = ann.get('xlat-count', {}).get(p.name)
+    if has('xlat-device'):
+        if d.ptr > 1 or d.base not in ('int', DEVICE_TYPE):
+            raise GenError('%s: xlat-device=%s: not an int' % (base, p.name))
+        shape, ctype = ('device',), 'int'
+    else:
+        shape, ctype = types.shape(d.base) if d.base else None, d.base
+    if shape is None:
+        if has('xlat-in') or has('xlat-out') or has('xlat-new') or count:
+            raise GenError('%s: %s is annotated but carries no handle' % (base, p.name))
+        return None
+    if shape[0] == 'identity':
+        return ParamXlat(p.name, 'identity', shape, ctype)
+    if shape[0] == 'complex':
+        return ParamXlat(p.name, 'complex', shape, ctype, why=shape[1])
+    if d.ptr == 0:
+        if d.array:
+            return ParamXlat(p.name, 'complex', shape, ctype, why='array parameter')
+        return ParamXlat(p.name, 'in', shape, ctype)
+    if d.ptr > 1:
+        return ParamXlat(p.name, 'complex', shape, ctype, why='pointer to pointer')
+    # A pointer to one or more values of the type.
+    is_scalar = shape[0] in ('handle', 'device')
+    if has('xlat-in') or (d.const and not has('xlat-out') and not has('xlat-new')):
+        if is_scalar and not count:
+            # const CUstream *: an array, and nothing says how long.
+            return ParamXlat(p.name, 'complex', shape, ctype,
+                             why='input array of handles without xlat-count')
+        if count:
+            return ParamXlat(p.name, 'in-array', shape, ctype, count)
+        # A non-const structure the driver reads may also be written back
+        # (results, error fields): copied in, and out again.
+        return ParamXlat(p.name, 'in-ptr' if d.const else 'inout-ptr', shape, ctype)
+    if has('xlat-new'):
+        if shape[0] != 'handle':
+            raise GenError('%s: xlat-new=%s: not a handle' % (base, p.name))
+        return ParamXlat(p.name, 'new-array' if count else 'new', shape, ctype, count)
+    explicit_out = has('xlat-out')
+    if not is_scalar and not explicit_out and not p.name.endswith('_out'):
+        # A non-const pointer to a structure: cuda.h is not consistent
+        # about const, so only an annotation says which way it goes.
+        return ParamXlat(p.name, 'complex', shape, ctype,
+                         why='non-const pointer to a structure: annotate xlat-in or xlat-out')
+    if tag == 'track' and not explicit_out and shape[0] == 'handle':
+        # The track hook records the new object and writes the app value.
+        return ParamXlat(p.name, 'hook', shape, ctype, count)
+    return ParamXlat(p.name, 'out-array' if count else 'out', shape, ctype, count)
+
+
+def xlat_annotations_check(xlat, tags, funcs):
+    for base, ann in xlat.items():
+        if tags.get(base) == 'custom':
+            raise GenError('%s is custom: its hand-written export translates handles '
+                           'itself; xlat-* annotations do not apply' % base)
+        if 'xlat-hook' in ann and len(ann) > 1 and set(ann) - {'xlat-hook', 'xlat-unsupported'}:
+            raise GenError('%s: xlat-hook translates everything by hand; only '
+                           'xlat-unsupported may accompany it' % base)
+
+
+def classify_all(funcs, syms, tags, xlat, types):
+    """SymXlat per symbol (per-thread variants share their base's rules)."""
+    out = {}
+    for s in syms:
+        base, _ = base_of(s)
+        out[s] = classify_symbol(funcs[s], base, tags.get(base, 'pass'),
+                                 xlat.get(base, {}), types)
+    return out
+
+
+# ---- code generation -------------------------------------------------------
+
+def addr_of(lv):
+    """C expression for the address of lvalue lv."""
+    m = re.match(r'^\(?\*(\w+)\)?$', lv)
+    return m.group(1) if m else '&' + lv
+
+
+def xlat_lvalue(lv, shape, ctype, direction, helpers):
+    """C statements translating lvalue `lv` of the given shape in place.
+    direction: 'in' (app -> real), 'out' (real -> app), 'new' (real -> app,
+    registering handles not seen before)."""
+    k = shape[0]
+    if k == 'handle':
+        fn = {'in': 'gs_xlat_to_real', 'out': 'gs_xlat_to_app', 'new': 'gs_xlat_adopt'}[direction]
+        return ['%s = (__typeof__(%s))(uintptr_t)%s(%s, (uint64_t)(uintptr_t)%s);'
+                % (lv, lv, fn, shape[1], lv)]
+    to = 'real' if direction == 'in' else 'app'
+    if k == 'device':
+        return ['%s = gs_xlat_device_to_%s(%s);' % (lv, to, lv)]
+    if k == 'memloc':
+        return ['gs_xlat_memloc_to_%s(%s);' % (to, addr_of(lv))]
+    if k == 'struct':
+        d = 'in' if direction == 'in' else 'out'
+        helpers.add((ctype, d))
+        return ['gs_xlat_%s_%s(%s);' % (d, ctype, addr_of(lv))]
+    raise GenError('cannot translate %s of shape %r' % (lv, shape))
+
+
+def emit_struct_helpers(types, helpers):
+    o = []
+    for ctype, d in sorted(helpers):
+        shape = types.shape(ctype)
+        o.append('static inline void gs_xlat_%s_%s(%s *p)\n{\n' % (d, ctype, ctype))
+        for path, leaf in shape[1]:
+            for st in xlat_lvalue('p->' + path.replace('.', '.'), leaf, None,
+                                  'in' if d == 'in' else 'out', set()):
+                o.append('\t%s\n' % st)
+        o.append('}\n\n')
+        if d == 'in':
+            # For a structure the driver also writes into: put the
+            # application's handles back in the caller's copy.
+            o.append('static inline void gs_xlat_restore_%s(%s *dst, const %s *app)\n{\n'
+                     % (ctype, ctype, ctype))
+            for path, _ in shape[1]:
+                o.append('\tdst->%s = app->%s;\n' % (path, path))
+            o.append('}\n\n')
+    return ''.join(o)
+
+
+STACK_COPIES = 8
+
+
+def count_expr(fn, count):
+    """C expression for the element count parameter (dereferenced when it is
+    an in/out pointer)."""
+    p = next(p for p in fn.params if p.name == count)
+    d = param_decl(p)
+    if d.ptr:
+        return '(%s ? (size_t)*%s : 0)' % (count, count)
+    return '(size_t)%s' % count
+
+
+def emit_xlat_function(s, fn, sx, helpers):
+    """The cold path of one wrapper: translate, call, translate back."""
+    decls, pre, post_always, post_ok, frees = [], [], [], [], []
+    needs_label = False
+    if sx.unsupported:
+        pre.append('gs_xlat_unsupported(GS_SYM_%s);' % s)
+    for x in sx.params:
+        n = x.name
+        if x.mode == 'in':
+            pre.extend(xlat_lvalue(n, x.shape, x.type, 'in', helpers))
+        elif x.mode in ('in-ptr', 'inout-ptr'):
+            copy = 'gs_%s_copy' % n
+            decls.append('%s %s;' % (x.type, copy))
+            pre.append('if (%s) {' % n)
+            pre.append('\t%s = *%s;' % (copy, n))
+            pre.extend('\t' + st for st in xlat_lvalue(copy, x.shape, x.type, 'in', helpers))
+            if x.mode == 'inout-ptr':
+                decls.append('__typeof__(%s) gs_%s_app = %s;' % (n, n, n))
+            pre.append('\t%s = &%s;' % (n, copy))
+            pre.append('}')
+            if x.mode == 'inout-ptr':
+                # The driver may write results into the structure, even
+                # when it fails (e.g. an instantiation's result code).
+                post_always.append('if (gs_%s_app) {' % n)
+                post_always.append('\t%s app = *gs_%s_app;' % (x.type, n))
+                post_always.append('\t*gs_%s_app = %s;' % (n, copy))
+                post_always.extend('\t' + st for st in restore_stmts(
+                    '(*gs_%s_app)' % n, 'app', x.shape, x.type, helpers))
+                post_always.append('}')
+        elif x.mode == 'in-array':
+            copy = 'gs_%s_copy' % n
+            stack = 'gs_%s_stack' % n
+            cnt = 'gs_%s_count' % n
+            decls.append('%s %s[%d], *%s = NULL;' % (x.type, stack, STACK_COPIES, copy))
+            decls.append('size_t %s = %s;' % (cnt, count_expr(fn, x.count)))
+            pre.append('if (%s && %s) {' % (n, cnt))
+            pre.append('\tif (%s <= %d)' % (cnt, STACK_COPIES))
+            pre.append('\t\t%s = %s;' % (copy, stack))
+            pre.append('\telse if (%s <= SIZE_MAX / sizeof(*%s))' % (cnt, copy))
+            pre.append('\t\t%s = malloc(%s * sizeof(*%s));' % (copy, cnt, copy))
+            pre.append('\tif (!%s) {' % copy)
+            pre.append('\t\tgs_rc = CUDA_ERROR_OUT_OF_MEMORY;')
+            pre.append('\t\tgoto gs_out;')
+            pre.append('\t}')
+            pre.append('\tmemcpy(%s, %s, %s * sizeof(*%s));' % (copy, n, cnt, copy))
+            pre.append('\tfor (size_t gs_i = 0; gs_i < %s; gs_i++) {' % cnt)
+            pre.extend('\t\t' + st for st in xlat_lvalue('%s[gs_i]' % copy, x.shape, x.type,
+                                                       'in', helpers))
+            pre.append('\t}')
+            pre.append('\t%s = %s;' % (n, copy))
+            pre.append('}')
+            frees.append('if (%s != %s)\n\t\tfree(%s);' % (copy, stack, copy))
+            needs_label = True
+        elif x.mode in ('out', 'new'):
+            d = 'new' if x.mode == 'new' else 'out'
+            post_ok.append('if (%s) {' % n)
+            post_ok.extend('\t' + st for st in xlat_lvalue('*%s' % n, x.shape, x.type, d,
+                                                         helpers))
+            post_ok.append('}')
+        elif x.mode in ('out-array', 'new-array'):
+            d = 'new' if x.mode == 'new-array' else 'out'
+            post_ok.append('if (%s) {' % n)
+            post_ok.append('\tfor (size_t gs_i = 0; gs_i < %s; gs_i++) {'
+                           % count_expr(fn, x.count))
+            post_ok.extend('\t\t' + st for st in xlat_lvalue('%s[gs_i]' % n, x.shape, x.type,
+                                                           d, helpers))
+            post_ok.append('\t}')
+            post_ok.append('}')
+    o = ['/* %s */\n' % ' '.join(x.describe() for x in sx.params
+                                   if x.mode not in ('none', 'identity', 'hook'))]
+    o.append('static GS_XLAT_COLD CUresult gs_xlat_%s(gs_fn_%s *gs_fn%s)\n{\n'
+             % (s, s, ''.join(', ' + p.decl for p in fn.params)))
+    for d in decls:
+        o.append('\t%s\n' % d)
+    o.append('\tCUresult gs_rc;\n\n')
+    for st in pre:
+        o.append('\t%s\n' % st)
+    o.append('\tgs_rc = gs_fn(%s);\n' % fn.arg_names)
+    for st in post_always:
+        o.append('\t%s\n' % st)
+    if post_ok:
+        o.append('\tif (gs_rc == CUDA_SUCCESS) {\n')
+        for st in post_ok:
+            o.append('\t\t%s\n' % st)
+        o.append('\t}\n')
+    if needs_label:
+        o.append('gs_out:\n')
+    for f in frees:
+        o.append('\t%s\n' % f)
+    o.append('\treturn gs_rc;\n}\n\n')
+    return ''.join(o)
+
+
+def restore_stmts(dst, app, shape, ctype, helpers):
+    """Put the application's values of the translated members back."""
+    if shape[0] == 'struct':
+        helpers.add((ctype, 'in'))
+        return ['gs_xlat_restore_%s(%s, &%s);' % (ctype, addr_of(dst), app)]
+    return ['%s = %s;' % (dst, app)]
+
+
+def xlat_summary(sx):
+    """One line for g_symbols.txt."""
+    parts = [x.describe() for x in sx.params]
+    return '%s\t%s' % (sx.how, ' '.join(parts) if parts else '-')
+
+
+# --------------------------------------------------------------------------
 # Emitters
 
 def c_header():
     return '/* SPDX-License-Identifier: Apache-2.0 */\n/* %s */\n' % GENERATED_NOTE
 
 
-def emit_api_h(funcs, syms, tags, plain_only_missing):
+def emit_api_h(funcs, syms, tags, plain_only_missing, xlats):
     o = [c_header()]
     o.append('#ifndef GS_G_API_H\n#define GS_G_API_H\n\n')
     o.append('#include <cuda.h>\n#include <stdbool.h>\n\n')
@@ -622,6 +1341,24 @@ def emit_api_h(funcs, syms, tags, plain_only_missing):
             o.append('void gs_track_%s(bool ptds%s);\n' % (s, hook_params(funcs[s])))
         elif tag == 'custom':
             o.append('CUresult gs_custom_%s(bool ptds%s);\n' % (s, hook_params(funcs[s])))
+    o.append('\n/*\n * Handle translation written by hand (annotations.txt: xlat-hook,\n'
+             ' * translate.c). Once migrated, the wrapper calls it in place of the real\n'
+             ' * function fn: it maps the arguments app -> real, calls fn, and maps\n'
+             ' * what the driver wrote back real -> app. A per-thread variant passes its\n'
+             ' * own fn with ptds = true.\n */\n')
+    hooked = {}
+    for s in syms:
+        if xlats[s].how == 'hook':
+            hooked.setdefault(base_of(s)[0], s)
+    for base, s in sorted(hooked.items()):
+        # The base symbol's type; a base cuda.h declares only per-thread
+        # lends its variant's (the same function type).
+        s = base if base in funcs else s
+        o.append('CUresult gs_xlat_hook_%s(gs_fn_%s *fn, bool ptds%s);\n'
+                 % (base, s, hook_params(funcs[s])))
+    o.append('\n/* Parameters of each symbol that are not translated after a migration\n'
+             ' * (annotations.txt: xlat-unsupported), or NULL. */\n'
+             'extern const char *const gs_xlat_untranslated[GS_API_COUNT];\n')
     o.append('\n#endif\n')
     return ''.join(o)
 
@@ -636,8 +1373,11 @@ def hook_params(fn):
 WRAPPER_PRELUDE = '''\
 #include "g_api.h"
 #include "shim.h"
+#include "translate.h"
 
 #include <dlfcn.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The shim exports deprecated entry points too, and takes their addresses
@@ -653,15 +1393,30 @@ WRAPPER_PRELUDE = '''\
  *   3. a symbol the driver lacks returns CUDA_ERROR_NOT_FOUND (logged once),
  *      never a call through NULL;
  *   4. gs_gate_enter() / gs_gate_exit() around the real call (not for
- *      nogate symbols), the track hook on success before leaving the gate.
+ *      nogate symbols), the track hook on success before leaving the gate;
+ *   5. once migrated, handles and device ordinals are translated around
+ *      the real call by gs_xlat_SYMBOL (generated below) or
+ *      gs_xlat_hook_SYMBOL (translate.c). The wrapper's own arguments keep
+ *      the application's values, so the track hook sees app handles for its
+ *      inputs (and the real handles the driver wrote for the outputs it
+ *      maps itself).
  */
 
 '''
 
 
-def emit_wrappers_c(funcs, syms, tags):
+def emit_wrappers_c(funcs, syms, tags, xlats, types):
     o = [c_header(), WRAPPER_PRELUDE]
     o.append('struct gs_real_table gs_real;\n\n')
+    helpers = set()
+    xlat_fns = []
+    for s in syms:
+        if xlats[s].how == 'generated':
+            xlat_fns.append(emit_xlat_function(s, funcs[s], xlats[s], helpers))
+    o.append('/* ---- handle translation after a migration (DESIGN.md §4) ---- */\n\n')
+    o.append(emit_struct_helpers(types, helpers))
+    o.extend(xlat_fns)
+    o.append('/* ---- the exported wrappers ---- */\n\n')
     for s in syms:
         fn = funcs[s]
         base, ptds = base_of(s)
@@ -686,11 +1441,20 @@ def emit_wrappers_c(funcs, syms, tags):
         o.append('\tif (GS_UNLIKELY(gs_fn == NULL))\n\t\treturn gs_missing(GS_SYM_%s);\n' % s)
         if tag != 'nogate':
             o.append('\tgs_gate_enter(gs_self, GS_SYM_%s);\n' % s)
-        o.append('\tif (GS_UNLIKELY(gs_migrated_load())) {\n')
-        o.append('\t\t/* HANDLE TRANSLATION (DESIGN.md §4): app -> real handles for\n'
-                 '\t\t * the arguments, real -> app for returned handles. */\n')
-        o.append('\t\tgs_translation_pending(GS_SYM_%s);\n\t}\n' % s)
-        o.append('\tgs_rc = gs_fn(%s);\n' % args)
+        how = xlats[s].how
+        if how == 'none':
+            o.append('\tgs_rc = gs_fn(%s);\n' % args)
+        else:
+            # Translation (DESIGN.md §4) is out of line and cold: before
+            # the first migration the wrapper is one predictable branch
+            # longer than a plain forward, nothing else.
+            o.append('\tif (GS_UNLIKELY(gs_migrated_load()))\n')
+            if how == 'hook':
+                o.append('\t\tgs_rc = gs_xlat_hook_%s(gs_fn, %s%s);\n'
+                         % (base, ptds_c, (', ' + args) if args else ''))
+            else:
+                o.append('\t\tgs_rc = gs_xlat_%s(gs_fn%s);\n' % (s, (', ' + args) if args else ''))
+            o.append('\telse\n\t\tgs_rc = gs_fn(%s);\n' % args)
         if tag == 'track':
             o.append('\tif (gs_rc == CUDA_SUCCESS)\n\t\tgs_track_%s(%s%s);\n'
                      % (base, ptds_c, (', ' + args) if args else ''))
@@ -724,6 +1488,12 @@ def emit_wrappers_c(funcs, syms, tags):
     o.append('const unsigned char gs_api_tags[GS_API_COUNT] = {\n')
     for s in syms:
         o.append('\t[GS_SYM_%s] = %s,\n' % (s, tag_enum[tags.get(base_of(s)[0], 'pass')]))
+    o.append('};\n\n')
+    o.append('const char *const gs_xlat_untranslated[GS_API_COUNT] = {\n')
+    for s in syms:
+        un = xlats[s].unsupported
+        if un:
+            o.append('\t[GS_SYM_%s] = "%s",\n' % (s, ', '.join(x.name for x in un)))
     o.append('};\n')
     return ''.join(o)
 
@@ -786,7 +1556,7 @@ def emit_abi_check_ptds_c(funcs, ptds_only):
     return ''.join(o)
 
 
-def emit_symbols_txt(syms, tags, abis, funcs):
+def emit_symbols_txt(syms, tags, abis, funcs, xlats):
     by_sym = defaultdict(list)
     legacy = []
     for a in sorted(abis, key=lambda a: (a.base, a.ptds, a.version)):
@@ -813,6 +1583,19 @@ def emit_symbols_txt(syms, tags, abis, funcs):
     o.append('\n# Symbols no PFN typedef maps to (reachable by name only):\n')
     for s in no_abi:
         o.append('# %s\n' % s)
+    o.append('\n# Handle translation after a migration, one line per symbol that has\n'
+             '# anything to translate: "xlat", symbol, how (generated, hook: hand-written\n'
+             '# in translate.c, custom: the custom export), then per parameter\n'
+             '# NAME=MODE:WHAT[COUNT]. MODE: in, in-ptr, inout-ptr, in-array, out,\n'
+             '# out-array, new, hook (the track hook maps it), identity (a handle with no\n'
+             '# map), none, unsupported, manual (the hand-written code maps it). WHAT:\n'
+             '# ctx, stream, ..., device, memloc,\n'
+             '# struct(member:what,...).\n')
+    for s in syms:
+        sx = xlats[s]
+        if sx.how == 'none' and not sx.params:
+            continue
+        o.append('xlat\t%s\t%s\n' % (s, xlat_summary(sx)))
     return ''.join(o)
 
 
@@ -863,23 +1646,30 @@ def main(argv):
     expand_plain = macro_expansions(cc, inc, bases, [])
     expand_ptds = macro_expansions(cc, inc, bases, ['CUDA_API_PER_THREAD_DEFAULT_STREAM'])
     abis = map_abis(typedefs, visible, symbols, expand_plain, expand_ptds)
-    tags = read_annotations(args.annotations, symbols)
+    tags, xlat = read_annotations(args.annotations, symbols)
+    xlat_annotations_check(xlat, tags, funcs)
+    types = type_table(cc, inc)
+    xlats = classify_all(funcs, syms, tags, xlat, types)
 
     os.makedirs(args.outdir, exist_ok=True)
     check_c, nchecked = emit_abi_check_c(abis)
     outputs = {
-        'g_api.h': emit_api_h(funcs, syms, tags, ptds_only),
-        'g_wrappers.c': emit_wrappers_c(funcs, syms, tags),
+        'g_api.h': emit_api_h(funcs, syms, tags, ptds_only, xlats),
+        'g_wrappers.c': emit_wrappers_c(funcs, syms, tags, xlats, types),
         'g_proctable.c': emit_proctable_c(abis, syms),
         'g_abi_check.c': check_c,
         'g_abi_check_ptds.c': emit_abi_check_ptds_c(funcs, ptds_only),
-        'g_symbols.txt': emit_symbols_txt(syms, tags, abis, funcs),
+        'g_symbols.txt': emit_symbols_txt(syms, tags, abis, funcs, xlats),
     }
     for name, content in outputs.items():
         write_output(os.path.join(args.outdir, name), content)
     print('gen_api: %d symbols (%d per-thread only), %d ABIs, %d mapped and checked, '
-          '%d legacy' % (len(syms), len(ptds_only), len(abis), nchecked,
-                         sum(1 for a in abis if not a.symbol)))
+          '%d legacy; translation: %d generated, %d hand-written, %d with untranslated '
+          'parameters' % (len(syms), len(ptds_only), len(abis), nchecked,
+                          sum(1 for a in abis if not a.symbol),
+                          sum(1 for s in syms if xlats[s].how == 'generated'),
+                          sum(1 for s in syms if xlats[s].how == 'hook'),
+                          sum(1 for s in syms if xlats[s].unsupported)))
     return 0
 
 

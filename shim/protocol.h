@@ -104,6 +104,16 @@
 #define GS_CODE_CORRUPT "corrupt"          /* image fails its checks */
 #define GS_CODE_FAILED "failed"            /* anything else */
 
+/* Codes the tools produce themselves when no reply could be had (their
+ * --json output still ends with a reply-shaped object). */
+#define GS_CODE_NO_SOCKET "no_socket"      /* no control socket for that pid */
+#define GS_CODE_STALE "stale"              /* a socket nobody listens on */
+#define GS_CODE_DISCONNECTED "disconnected" /* connection lost before the reply */
+#define GS_CODE_PROTOCOL "protocol"        /* a reply the tool cannot read */
+#define GS_CODE_NO_ANSWER "no_answer"      /* no reply in time (gpu-ps) */
+#define GS_CODE_INTERRUPTED "interrupted"  /* the tool was interrupted; the
+						   * operation goes on in the process */
+
 /* ---- where the sockets live ------------------------------------------------- */
 
 /*

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "track.h"
+#include "translate.h"
 
 /* ---- streams ------------------------------------------------------------------ */
 
@@ -197,9 +198,8 @@ CUresult gs_custom_cuStreamEndCapture(bool ptds, CUstream hStream, CUgraph *phGr
 	if (!self)
 		return CUDA_ERROR_OUT_OF_MEMORY;
 	gs_gate_enter(self, sym);
-	if (gs_migrated_load())
-		gs_translation_pending(sym);
-	rc = fn(hStream, phGraph);
+	/* The graph it returns has no map (graphs never outlive a migration). */
+	rc = fn(gs_xlat_stream(hStream), phGraph);
 	if (rc != CUDA_SUCCESS && is_capturing &&
 	    is_capturing((CUstream)(uintptr_t)gs_hook_to_real(GS_KIND_STREAM, (uintptr_t)hStream),
 			 &status) == CUDA_SUCCESS &&

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "track.h"
+#include "translate.h"
 
 /* ---- reservations ---------------------------------------------------------------- */
 
@@ -61,8 +62,14 @@ void gs_track_cuMemRelease(bool ptds, CUmemGenericAllocationHandle handle)
 
 	(void)ptds;
 	rc = gs_trk_phys_released(handle);
-	if (rc == -ENOENT)
+	if (rc == -ENOENT) {
 		rc = gs_trk_unsup_remove(GS_UNSUP_MULTICAST, handle);
+		/* After a migration the wrapper registered the multicast
+		 * handle in the physical-handle map (xlat-new), which no
+		 * record owns. */
+		if (rc == 0)
+			gs_hmap_remove(gs_trk_handlemap(GS_KIND_PHYS), handle);
+	}
 	if (rc)
 		gs_hook_failed("cuMemRelease", rc);
 }
@@ -98,6 +105,8 @@ void gs_track_cuMemImportFromShareableHandle(bool ptds, CUmemGenericAllocationHa
 	if (!gs_real.cuMemGetAllocationPropertiesFromHandle ||
 	    gs_real.cuMemGetAllocationPropertiesFromHandle(&prop, *handle) != CUDA_SUCCESS)
 		prop.type = CU_MEM_ALLOCATION_TYPE_INVALID;
+	/* Records hold app ordinals; the driver answered with its own. */
+	gs_xlat_memloc_to_app(&prop.location);
 	rc = gs_trk_phys_created(*handle, 0, &prop, 0, GS_OWNER_APP, true, &app);
 	if (rc) {
 		gs_hook_failed("cuMemImportFromShareableHandle", rc);

@@ -1,0 +1,1134 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * release (DESIGN.md §7): from FROZEN, save every byte of device state the
+ * process owns, then destroy every driver object so the GPU holds nothing
+ * of it. The tracker's records stay: they are what a thaw rebuilds from.
+ *
+ * What is saved:
+ *  - the cuMemAlloc arena, chunk by chunk, at its addresses;
+ *  - every physical allocation the application made with cuMemCreate,
+ *    whole, through a temporary mapping of our own (its mappings may cover
+ *    only part of it, or grant the device no access);
+ *  - every __device__/__constant__ variable of every module, and of every
+ *    library in the contexts it is known to be loaded in: the driver keeps
+ *    them in memory of its own, which a reload on another GPU puts
+ *    elsewhere, fresh.
+ * If saving fails nothing has been destroyed and the process stays FROZEN.
+ *
+ * Destruction goes through the real driver, not the hooks, so the tracker
+ * does not see it: pinned host memory is unregistered (the shim's own stays
+ * mapped for the application), events, streams, modules, libraries, the
+ * application's mappings, physical memory and reservations go, the arenas
+ * detach, created contexts are destroyed and primary contexts released
+ * until the driver reports them inactive. A failure there is logged and
+ * reported but does not stop the release: the state is saved, and an
+ * object the driver refused to destroy only costs memory on a GPU the
+ * process no longer uses.
+ *
+ * Reservations are freed, not kept: whether a VMM reservation survives the
+ * destruction of every context is not something the driver documents (the
+ * simulator keeps them; a GPU may not), so a thaw re-reserves each range at
+ * its address and fails cleanly if the address is not given back.
+ */
+#define GS_LOG_SUBSYS "replay"
+#include "rp_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "gate.h"
+#include "image.h"
+#include "log.h"
+#include "shim.h"
+#include "thread.h"
+
+/* Keys of physical allocations in images: above any user-space address,
+ * so they never overlap arena chunks or globals. */
+#define RP_PHYS_KEY_BASE UINT64_C(0xf000000000000000)
+
+struct release {
+	struct rp_saved *s;
+	json_t *warnings;
+	char **err;
+	const struct gs_progress *progress;
+	CUcontext work[GS_MAX_DEVICES]; /* by real ordinal */
+};
+
+static void warn(struct release *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void warn(struct release *r, const char *fmt, ...)
+{
+	char *msg = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	gs_warn("%s", msg ? msg : fmt);
+	if (r->warnings)
+		json_array_append_new(r->warnings, json_string(msg ? msg : fmt));
+	free(msg);
+}
+
+static int src_real(const struct rp_saved *s, int app)
+{
+	return app >= 0 && app < s->ndev ? s->src_real[app] : -1;
+}
+
+/* ---- snapshots of records ---------------------------------------------------------- */
+
+struct vec {
+	void *v;
+	size_t n, cap, elem;
+	bool oom;
+};
+
+static void *vec_push(struct vec *v)
+{
+	if (v->n == v->cap) {
+		size_t cap = v->cap ? 2 * v->cap : 32;
+		void *nv = realloc(v->v, cap * v->elem);
+		if (!nv) {
+			v->oom = true;
+			return NULL;
+		}
+		v->v = nv;
+		v->cap = cap;
+	}
+	return memset((char *)v->v + v->n++ * v->elem, 0, v->elem);
+}
+
+struct ctx_snap {
+	uint64_t app, real;
+	int device;
+	bool primary;
+};
+
+static int snap_ctx(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_ctx_rec *c = GS_REC_AS(struct gs_ctx_rec, GS_KIND_CTX, rec);
+	struct ctx_snap *s = vec_push(arg);
+
+	if (!s)
+		return 1;
+	*s = (struct ctx_snap){ .app = rec->app, .real = rec->real, .device = c->device,
+				.primary = c->primary };
+	return 0;
+}
+
+/* A global to save: where its name comes from. */
+struct global_src {
+	enum gs_kind owner_kind;
+	uint64_t owner;       /* app handle */
+	uint64_t owner_real;
+	uint64_t ctx;         /* app handle */
+	int device;           /* app ordinal */
+	char *name;
+	size_t size;
+	uint64_t addr;        /* known address (tracker record), else 0 */
+};
+
+struct code_snap {
+	enum gs_kind kind;    /* module or library */
+	uint64_t app, real;
+	uint64_t ctx;         /* module: its context */
+	int device;
+	unsigned sm;
+	bool from_library;    /* a library's module in a context */
+};
+
+static int snap_module(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_module_rec *m = GS_REC_AS(struct gs_module_rec, GS_KIND_MODULE, rec);
+	struct code_snap *s = vec_push(arg);
+
+	if (!s)
+		return 1;
+	*s = (struct code_snap){ .kind = GS_KIND_MODULE, .app = rec->app, .real = rec->real,
+				 .ctx = m->ctx, .device = m->device, .sm = m->sm,
+				 .from_library = m->source == GS_MODSRC_LIBRARY };
+	return 0;
+}
+
+static int snap_library(const struct gs_rec *rec, void *arg)
+{
+	struct code_snap *s = vec_push(arg);
+
+	if (!s)
+		return 1;
+	*s = (struct code_snap){ .kind = GS_KIND_LIBRARY, .app = rec->app, .real = rec->real };
+	return 0;
+}
+
+/* The names and sizes of an image's variables for architecture sm (managed
+ * ones excluded: a freeze refuses them). */
+struct name_list {
+	struct vec v; /* struct global_src, partly filled */
+	const struct global_src *tmpl;
+};
+
+static int add_code_globals(const void *image, size_t size, unsigned sm, struct name_list *out)
+{
+	struct gs_code code;
+	struct gs_code_info info;
+	int rc = gs_image_select(image, size, sm, &code);
+
+	if (rc)
+		return rc;
+	rc = gs_code_parse(&code, &info);
+	if (rc) {
+		gs_code_free(&code);
+		return rc;
+	}
+	for (size_t i = 0; i < info.nglobals && !rc; i++) {
+		const struct gs_global_info *g = &info.globals[i];
+		struct global_src *s;
+
+		if (g->flags & GS_GLOBAL_MANAGED)
+			continue;
+		s = vec_push(&out->v);
+		if (!s || !(s->name = strdup(g->name))) {
+			rc = -ENOMEM;
+			break;
+		}
+		char *name = s->name;
+		*s = *out->tmpl;
+		s->name = name;
+		s->size = g->size;
+	}
+	gs_code_info_free(&info);
+	gs_code_free(&code);
+	return rc;
+}
+
+struct image_walk {
+	unsigned sm;
+	struct name_list *out;
+	int rc;
+};
+
+/* Under the tracker lock: parses the record's image copy, or uses the
+ * layouts the tracker already parsed for that architecture. */
+static int module_globals_cb(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_module_rec *m = GS_REC_AS(struct gs_module_rec, GS_KIND_MODULE, rec);
+	struct image_walk *w = arg;
+
+	if (m->layouts && m->layouts->error == 0 && m->layouts->sm == w->sm) {
+		const struct gs_code_info *info = &m->layouts->info;
+
+		for (size_t i = 0; i < info->nglobals; i++) {
+			struct global_src *s;
+
+			if (info->globals[i].flags & GS_GLOBAL_MANAGED)
+				continue;
+			s = vec_push(&w->out->v);
+			if (!s) {
+				w->rc = -ENOMEM;
+				return 1;
+			}
+			*s = *w->out->tmpl;
+			s->size = info->globals[i].size;
+			if (!(s->name = strdup(info->globals[i].name))) {
+				w->rc = -ENOMEM;
+				return 1;
+			}
+		}
+		return 0;
+	}
+	if (!m->image.data) {
+		w->rc = -ENODATA;
+		return 1;
+	}
+	w->rc = add_code_globals(m->image.data, m->image.size, w->sm, w->out);
+	return w->rc != 0;
+}
+
+static int library_globals_cb(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_library_rec *l = GS_REC_AS(struct gs_library_rec, GS_KIND_LIBRARY, rec);
+	struct image_walk *w = arg;
+
+	if (!l->image.data) {
+		w->rc = -ENODATA;
+		return 1;
+	}
+	w->rc = add_code_globals(l->image.data, l->image.size, w->sm, w->out);
+	return w->rc != 0;
+}
+
+/* Library-in-context pairs the tracker has evidence of: the library's code
+ * is loaded there, so its variables may hold state. (Asking the driver
+ * about any other pair would load the library there.) A function of a
+ * kernel names the kernel, whose library is looked up afterwards, outside
+ * the walk. */
+struct lib_ctx {
+	uint64_t owner;   /* a library, or a kernel when `kernel` */
+	uint64_t ctx;
+	bool kernel;
+};
+
+static void evidence_add(struct vec *v, uint64_t owner, uint64_t ctx, bool kernel)
+{
+	struct lib_ctx *p;
+
+	if (!owner || !ctx)
+		return;
+	p = vec_push(v);
+	if (p)
+		*p = (struct lib_ctx){ .owner = owner, .ctx = ctx, .kernel = kernel };
+}
+
+static int evidence_module(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_module_rec *m = GS_REC_AS(struct gs_module_rec, GS_KIND_MODULE, rec);
+
+	if (m->source == GS_MODSRC_LIBRARY)
+		evidence_add(arg, m->library, m->ctx, false);
+	return 0;
+}
+
+static int evidence_function(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_function_rec *f = GS_REC_AS(struct gs_function_rec, GS_KIND_FUNCTION, rec);
+
+	if (f->kernel)
+		evidence_add(arg, f->kernel, f->ctx, true);
+	return 0;
+}
+
+static int evidence_global(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_global_rec *g = GS_REC_AS(struct gs_global_rec, GS_KIND_GLOBAL, rec);
+
+	if (g->owner_kind == GS_KIND_LIBRARY)
+		evidence_add(arg, g->owner, g->ctx, false);
+	return 0;
+}
+
+static int kernel_library_cb(const struct gs_rec *rec, void *arg)
+{
+	*(uint64_t *)arg = GS_REC_AS(struct gs_kernel_rec, GS_KIND_KERNEL, rec)->library;
+	return 0;
+}
+
+struct known_global {
+	uint64_t addr;
+	enum gs_kind owner_kind;
+	uint64_t owner;
+	uint64_t ctx;
+	char *name;
+};
+
+static int snap_global(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_global_rec *g = GS_REC_AS(struct gs_global_rec, GS_KIND_GLOBAL, rec);
+	struct known_global *k = vec_push(arg);
+
+	if (!k)
+		return 1;
+	*k = (struct known_global){ .addr = rec->real, .owner_kind = g->owner_kind,
+				    .owner = g->owner, .ctx = g->ctx, .name = strdup(g->name) };
+	if (!k->name) {
+		((struct vec *)arg)->oom = true;
+		return 1;
+	}
+	return 0;
+}
+
+static int ctx_device(const struct vec *ctxs, uint64_t app)
+{
+	for (size_t i = 0; i < ctxs->n; i++) {
+		const struct ctx_snap *c = (const struct ctx_snap *)ctxs->v + i;
+		if (c->app == app)
+			return c->device;
+	}
+	return -1;
+}
+
+static uint64_t ctx_real(const struct vec *ctxs, uint64_t app)
+{
+	for (size_t i = 0; i < ctxs->n; i++) {
+		const struct ctx_snap *c = (const struct ctx_snap *)ctxs->v + i;
+		if (c->app == app)
+			return c->real;
+	}
+	return 0;
+}
+
+static uint64_t code_real(const struct vec *code, enum gs_kind kind, uint64_t app)
+{
+	for (size_t i = 0; i < code->n; i++) {
+		const struct code_snap *c = (const struct code_snap *)code->v + i;
+		if (c->kind == kind && c->app == app)
+			return c->real;
+	}
+	return 0;
+}
+
+struct lookup_args {
+	enum gs_kind kind;
+	uint64_t owner_real;
+	const char *name;
+	CUdeviceptr addr;
+	size_t size;
+};
+
+static CUresult lookup_global(void *arg)
+{
+	struct lookup_args *a = arg;
+
+	if (a->kind == GS_KIND_MODULE)
+		return RP_REAL(cuModuleGetGlobal_v2, &a->addr, &a->size,
+			       (CUmodule)(uintptr_t)a->owner_real, a->name);
+	return RP_REAL(cuLibraryGetGlobal, &a->addr, &a->size,
+		       (CUlibrary)(uintptr_t)a->owner_real, a->name);
+}
+
+/* Every variable to save, as GLOBAL regions with their current address. */
+static int collect_globals(struct release *r, const struct vec *ctxs, const struct vec *code)
+{
+	struct rp_saved *s = r->s;
+	struct name_list names = { .v = { .elem = sizeof(struct global_src) } };
+	struct vec ev = { .elem = sizeof(struct lib_ctx) };
+	struct vec known = { .elem = sizeof(struct known_global) };
+	int rc = 0;
+
+	/* Modules: every variable of the code loaded for the context's device. */
+	for (size_t i = 0; i < code->n && !rc; i++) {
+		const struct code_snap *c = (const struct code_snap *)code->v + i;
+		struct global_src tmpl = { .owner_kind = GS_KIND_MODULE, .owner = c->app,
+					   .owner_real = c->real, .ctx = c->ctx,
+					   .device = c->device };
+		struct image_walk w = { .out = &names };
+
+		/* A library's module shares the library's variables in that
+		 * context: saved with the library below. */
+		if (c->kind != GS_KIND_MODULE || c->from_library)
+			continue;
+		w.sm = c->sm ? c->sm : s->src_sm[c->device >= 0 ? c->device : 0];
+		names.tmpl = &tmpl;
+		gs_trk_with(GS_KIND_MODULE, c->app, module_globals_cb, &w);
+		if (w.rc == -ENODATA || w.rc == -ENOENT)
+			warn(r, "module %#llx: its variables cannot be listed (%s); their contents "
+			     "are not saved", (unsigned long long)c->app, strerror(-w.rc));
+		else
+			rc = w.rc;
+	}
+
+	/* Libraries: in the contexts they are known to be loaded in. */
+	gs_trk_foreach(GS_KIND_MODULE, evidence_module, &ev);
+	gs_trk_foreach(GS_KIND_FUNCTION, evidence_function, &ev);
+	gs_trk_foreach(GS_KIND_GLOBAL, evidence_global, &ev);
+	for (size_t i = 0; i < ev.n; i++) {
+		struct lib_ctx *p = (struct lib_ctx *)ev.v + i;
+		uint64_t lib = 0;
+
+		if (!p->kernel)
+			continue;
+		gs_trk_with(GS_KIND_KERNEL, p->owner, kernel_library_cb, &lib);
+		p->owner = lib;
+		p->kernel = false;
+	}
+	for (size_t i = 0; i < ev.n && !rc; i++) {
+		const struct lib_ctx *p = (const struct lib_ctx *)ev.v + i;
+		bool dup = false;
+		int dev = ctx_device(ctxs, p->ctx);
+		struct global_src tmpl = { .owner_kind = GS_KIND_LIBRARY, .owner = p->owner,
+					   .owner_real = code_real(code, GS_KIND_LIBRARY, p->owner),
+					   .ctx = p->ctx, .device = dev };
+		struct image_walk w = { .out = &names };
+
+		for (size_t j = 0; j < i && !dup; j++) {
+			const struct lib_ctx *q = (const struct lib_ctx *)ev.v + j;
+			dup = q->owner == p->owner && q->ctx == p->ctx;
+		}
+		if (dup || !p->owner || dev < 0 || !tmpl.owner_real)
+			continue;
+		w.sm = s->src_sm[dev];
+		names.tmpl = &tmpl;
+		gs_trk_with(GS_KIND_LIBRARY, p->owner, library_globals_cb, &w);
+		if (w.rc == -ENODATA || w.rc == -ENOENT)
+			warn(r, "library %#llx: its variables cannot be listed (%s); their "
+			     "contents are not saved", (unsigned long long)p->owner, strerror(-w.rc));
+		else
+			rc = w.rc;
+	}
+	if (!rc && (names.v.oom || ev.oom))
+		rc = -ENOMEM;
+
+	/* Addresses, from the driver; the tracker's records say which ones
+	 * the application knows. */
+	gs_trk_foreach(GS_KIND_GLOBAL, snap_global, &known);
+	if (!rc && known.oom)
+		rc = -ENOMEM;
+	for (size_t i = 0; i < names.v.n && !rc; i++) {
+		struct global_src *g = (struct global_src *)names.v.v + i;
+		struct lookup_args a = { .kind = g->owner_kind, .owner_real = g->owner_real,
+					 .name = g->name };
+		CUcontext ctx = (CUcontext)(uintptr_t)ctx_real(ctxs, g->ctx);
+		struct rp_region reg;
+		bool dup = false;
+		CUresult cr;
+
+		cr = ctx ? rp_in_ctx(ctx, lookup_global, &a) : CUDA_ERROR_INVALID_CONTEXT;
+		if (cr != CUDA_SUCCESS || !a.addr || !a.size) {
+			warn(r, "variable %s of %s %#llx: its address cannot be found (%s); its "
+			     "contents are not saved", g->name, gs_kind_name(g->owner_kind),
+			     (unsigned long long)g->owner, rp_cu_name(cr));
+			continue;
+		}
+		for (size_t j = 0; j < s->nregions && !dup; j++)
+			dup = s->regions[j].kind == RP_REGION_GLOBAL && s->regions[j].va == a.addr;
+		if (dup)
+			continue;
+		reg = (struct rp_region){ .kind = RP_REGION_GLOBAL, .device = g->device,
+					  .va = a.addr, .size = a.size, .owner_kind = g->owner_kind,
+					  .owner = g->owner, .ctx = g->ctx, .name = g->name };
+		for (size_t j = 0; j < known.n; j++)
+			reg.tracked |= ((struct known_global *)known.v + j)->addr == a.addr;
+		rc = rp_region_add(s, &reg);
+		if (!rc)
+			g->name = NULL; /* owned by the region now */
+	}
+	for (size_t i = 0; i < names.v.n; i++)
+		free(((struct global_src *)names.v.v + i)->name);
+	for (size_t i = 0; i < known.n; i++)
+		free(((struct known_global *)known.v + i)->name);
+	free(names.v.v);
+	free(ev.v);
+	free(known.v);
+	if (rc)
+		return rp_fail(r->err, rc, "listing module variables failed: %s", strerror(-rc));
+	return 0;
+}
+
+/* ---- memory regions ------------------------------------------------------------------ */
+
+struct chunk_walk {
+	struct rp_saved *s;
+	int device;
+	int rc;
+};
+
+static int chunk_cb(const struct gs_arena_chunk *c, void *arg)
+{
+	struct chunk_walk *w = arg;
+	struct rp_region reg = { .kind = RP_REGION_ARENA, .device = w->device, .va = c->va,
+				 .size = c->size };
+
+	w->rc = rp_region_add(w->s, &reg);
+	return w->rc != 0;
+}
+
+struct phys_snap {
+	uint64_t app, real;
+	size_t size;
+	int device;
+};
+
+static int snap_phys(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_phys_rec *p = GS_REC_AS(struct gs_phys_rec, GS_KIND_PHYS, rec);
+	struct phys_snap *s;
+
+	if (p->owner != GS_OWNER_APP)
+		return 0;
+	s = vec_push(arg);
+	if (!s)
+		return 1;
+	*s = (struct phys_snap){ .app = rec->app, .real = rec->real, .size = p->size,
+				 .device = p->prop.location.id };
+	return 0;
+}
+
+static int collect_memory(struct release *r, struct vec *phys)
+{
+	struct rp_saved *s = r->s;
+	uint64_t key = RP_PHYS_KEY_BASE;
+
+	for (int d = 0; d < GS_MAX_DEVICES; d++) {
+		struct gs_arena *a = gs_devmem_arena(d);
+		struct chunk_walk w = { .s = s, .device = d };
+
+		if (!a)
+			continue;
+		gs_arena_foreach_chunk(a, chunk_cb, &w);
+		if (w.rc)
+			return rp_fail(r->err, w.rc, "out of memory listing the arena's chunks");
+	}
+	gs_trk_foreach(GS_KIND_PHYS, snap_phys, phys);
+	if (phys->oom)
+		return rp_fail(r->err, -ENOMEM, "out of memory listing physical allocations");
+	for (size_t i = 0; i < phys->n; i++) {
+		const struct phys_snap *p = (const struct phys_snap *)phys->v + i;
+		struct rp_region reg = { .kind = RP_REGION_PHYS, .device = p->device, .va = key,
+					 .size = p->size, .phys = p->app };
+		int rc = rp_region_add(s, &reg);
+
+		if (rc)
+			return rp_fail(r->err, rc, "out of memory");
+		key += (p->size + 0xfffff) & ~UINT64_C(0xfffff);
+	}
+	return 0;
+}
+
+/* ---- the image ------------------------------------------------------------------------- */
+
+static void image_log(void *arg, enum gs_image_log_level level, const char *msg)
+{
+	(void)arg;
+	if (level == GS_IMAGE_LOG_ERROR)
+		gs_error("image: %s", msg);
+	else if (level == GS_IMAGE_LOG_WARN)
+		gs_warn("image: %s", msg);
+	else
+		gs_debug("image: %s", msg);
+}
+
+static int image_source(struct release *r, struct gs_image_writer *w)
+{
+	struct gs_image_device devs[GS_MAX_DEVICES];
+	struct gs_image_source src = { .pid = getpid(), .devices = devs };
+	int version = 0;
+
+	gs_inside_begin();
+	RP_REAL(cuDriverGetVersion, &version);
+	for (int d = 0; d < r->s->ndev; d++) {
+		struct gs_image_device *dev = &devs[src.ndevices];
+		int real = r->s->src_real[d];
+		CUuuid u;
+		size_t total = 0;
+
+		if (!(r->s->used_devices & (UINT64_C(1) << d)))
+			continue;
+		memset(dev, 0, sizeof(*dev));
+		dev->ordinal = d;
+		if (RP_REAL(cuDeviceGetUuid_v2, &u, real) == CUDA_SUCCESS)
+			memcpy(dev->uuid, u.bytes, sizeof(dev->uuid));
+		if (RP_REAL(cuDeviceGetName, dev->name, sizeof(dev->name), real) != CUDA_SUCCESS)
+			dev->name[0] = '\0';
+		dev->cc_major = (int)(r->s->src_sm[d] / 10);
+		dev->cc_minor = (int)(r->s->src_sm[d] % 10);
+		if (RP_REAL(cuDeviceTotalMem_v2, &total, real) == CUDA_SUCCESS)
+			dev->total_mem = total;
+		src.ndevices++;
+	}
+	gs_inside_end();
+	src.driver_version = version;
+	return gs_image_set_source(w, &src);
+}
+
+struct module_store {
+	struct gs_image_writer *w;
+	uint32_t index;
+	int rc;
+};
+
+static int store_code_cb(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_module_rec *m = GS_REC_AS(struct gs_module_rec, GS_KIND_MODULE, rec);
+	const struct gs_library_rec *l = GS_REC_AS(struct gs_library_rec, GS_KIND_LIBRARY, rec);
+	const struct gs_image_copy *img = m ? &m->image : &l->image;
+	struct module_store *ms = arg;
+
+	if (!img->data) {
+		ms->rc = -ENODATA;
+		return 0;
+	}
+	/* Writes the file: no tracker call, no driver call. */
+	ms->rc = gs_image_add_module(ms->w, img->data, img->size, &ms->index);
+	return 0;
+}
+
+/* The records a reader of the image needs to make sense of memory.img
+ * (gpu-inspect); a thaw in this process rebuilds from the tracker. */
+static json_t *image_state(struct release *r, const struct vec *ctxs, const struct vec *code,
+			   struct gs_image_writer *w)
+{
+	json_t *st = json_object(), *regions = json_array(), *mods = json_array(),
+	       *cx = json_array(), *map = json_object();
+
+	for (size_t i = 0; i < r->s->nregions; i++) {
+		const struct rp_region *g = &r->s->regions[i];
+		static const char *const kinds[] = { "arena", "vmm", "global" };
+		json_t *o = json_object();
+
+		json_object_set_new(o, "kind", json_string(kinds[g->kind]));
+		json_object_set_new(o, "device", json_integer(g->device));
+		json_object_set_new(o, "va", json_integer((json_int_t)g->va));
+		json_object_set_new(o, "size", json_integer((json_int_t)g->size));
+		json_object_set_new(o, "extent", json_integer(g->extent));
+		if (g->kind == RP_REGION_PHYS)
+			json_object_set_new(o, "handle", json_integer((json_int_t)g->phys));
+		if (g->kind == RP_REGION_GLOBAL) {
+			json_object_set_new(o, "owner", json_integer((json_int_t)g->owner));
+			json_object_set_new(o, "owner_kind", json_string(gs_kind_name(g->owner_kind)));
+			json_object_set_new(o, "ctx", json_integer((json_int_t)g->ctx));
+			json_object_set_new(o, "name", json_string(g->name));
+			json_object_set_new(o, "known", json_boolean(g->tracked));
+		}
+		json_array_append_new(regions, o);
+	}
+	for (size_t i = 0; i < code->n; i++) {
+		const struct code_snap *c = (const struct code_snap *)code->v + i;
+		struct module_store ms = { .w = w };
+		json_t *o;
+
+		if (c->from_library)
+			continue;
+		gs_trk_with(c->kind, c->app, store_code_cb, &ms);
+		o = json_object();
+		json_object_set_new(o, "kind", json_string(gs_kind_name(c->kind)));
+		json_object_set_new(o, "handle", json_integer((json_int_t)c->app));
+		if (c->kind == GS_KIND_MODULE) {
+			json_object_set_new(o, "ctx", json_integer((json_int_t)c->ctx));
+			json_object_set_new(o, "device", json_integer(c->device));
+		}
+		json_object_set_new(o, "image", ms.rc ? json_null() : json_integer(ms.index));
+		json_array_append_new(mods, o);
+	}
+	for (size_t i = 0; i < ctxs->n; i++) {
+		const struct ctx_snap *c = (const struct ctx_snap *)ctxs->v + i;
+		json_t *o = json_object();
+
+		json_object_set_new(o, "handle", json_integer((json_int_t)c->app));
+		json_object_set_new(o, "device", json_integer(c->device));
+		json_object_set_new(o, "primary", json_boolean(c->primary));
+		json_array_append_new(cx, o);
+	}
+	for (int d = 0; d < r->s->ndev; d++) {
+		char key[16];
+
+		if (!(r->s->used_devices & (UINT64_C(1) << d)))
+			continue;
+		snprintf(key, sizeof(key), "%d", d);
+		json_object_set_new(map, key, json_integer(r->s->src_real[d]));
+	}
+	json_object_set_new(st, "producer", json_string("gpuswap replay"));
+	json_object_set_new(st, "regions", regions);
+	json_object_set_new(st, "modules", mods);
+	json_object_set_new(st, "contexts", cx);
+	json_object_set_new(st, "gpus", map);
+	return st;
+}
+
+/* ---- saving ------------------------------------------------------------------------------- */
+
+static int work_contexts(struct release *r, const struct vec *ctxs)
+{
+	/* One context per GPU to copy in: a primary context where there is
+	 * one (it is what cudart uses), else any. */
+	for (size_t i = 0; i < ctxs->n; i++) {
+		const struct ctx_snap *c = (const struct ctx_snap *)ctxs->v + i;
+		int real = src_real(r->s, c->device);
+
+		if (real < 0 || real >= GS_MAX_DEVICES)
+			continue;
+		if (!r->work[real] || c->primary)
+			r->work[real] = (CUcontext)(uintptr_t)c->real;
+	}
+	return 0;
+}
+
+static int save(struct release *r, const struct vec *ctxs, const struct vec *phys,
+		const char *image_dir, const struct vec *code, json_t *report)
+{
+	struct rp_saved *s = r->s;
+	struct rp_copy *copies = calloc(s->nregions ? s->nregions : 1, sizeof(*copies));
+	struct rp_tmpmap *maps = calloc(phys->n ? phys->n : 1, sizeof(*maps));
+	struct gs_image_writer *w = NULL;
+	size_t np = 0;
+	int rc = 0;
+
+	if (!copies || !maps) {
+		rc = rp_fail(r->err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	gs_inside_begin();
+	for (size_t i = 0; i < s->nregions && !rc; i++) {
+		struct rp_region *g = &s->regions[i];
+		int real = src_real(s, g->device);
+
+		copies[i] = (struct rp_copy){ .region = g, .va = g->va, .real_device = real };
+		if (real < 0) {
+			rc = rp_fail(r->err, -ENODEV, "memory at %#llx is on device %d, which is "
+				     "not mapped to a GPU", (unsigned long long)g->va, g->device);
+			break;
+		}
+		if (g->kind == RP_REGION_PHYS) {
+			const struct phys_snap *p = (const struct phys_snap *)phys->v + np;
+			CUresult cr = rp_tmpmap_make(&maps[np], p->real, p->size, real);
+
+			if (cr != CUDA_SUCCESS) {
+				rc = rp_fail(r->err, rp_cu_errno(cr), "cannot map physical allocation "
+					     "%#llx to save it: %s", (unsigned long long)p->app,
+					     rp_cu_name(cr));
+				break;
+			}
+			copies[i].va = maps[np++].va;
+		}
+	}
+	gs_inside_end();
+	if (rc)
+		goto out;
+
+	if (image_dir) {
+		struct gs_image_write_opts opts = { .log = { .fn = image_log } };
+
+		rc = gs_image_writer_open(image_dir, &opts, &w, r->err);
+		if (rc)
+			goto out;
+		rc = image_source(r, w);
+		if (rc) {
+			rp_fail(r->err, rc, "image: %s", gs_image_writer_errmsg(w));
+			goto out;
+		}
+	}
+	rc = rp_dump(copies, s->nregions, r->work, w, r->progress, r->err);
+	if (rc)
+		goto out;
+	if (w) {
+		json_t *state = image_state(r, ctxs, code, w);
+		struct gs_image_stats st;
+
+		rc = gs_image_commit(w, state);
+		json_decref(state);
+		if (rc) {
+			rp_fail(r->err, rc, "image: %s", gs_image_writer_errmsg(w));
+			goto out;
+		}
+		gs_image_write_stats(w, &st);
+		if (report) {
+			json_object_set_new(report, "image_bytes_stored",
+					    json_integer((json_int_t)st.bytes_stored));
+			json_object_set_new(report, "image_bytes_zero",
+					    json_integer((json_int_t)st.bytes_zero));
+		}
+		s->image_dir = strdup(image_dir);
+		if (!s->image_dir)
+			rc = rp_fail(r->err, -ENOMEM, "out of memory");
+	}
+out:
+	gs_inside_begin();
+	for (size_t i = 0; i < np; i++)
+		rp_tmpmap_drop(&maps[i]);
+	gs_inside_end();
+	gs_image_writer_close(w);
+	free(copies);
+	free(maps);
+	return rc;
+}
+
+/* ---- destruction --------------------------------------------------------------------- */
+
+struct destroy_walk {
+	struct release *r;
+	const struct vec *ctxs;
+};
+
+static CUresult unregister_host(void *arg)
+{
+	return RP_REAL(cuMemHostUnregister, arg);
+}
+
+static int destroy_host(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_host_rec *h = GS_REC_AS(struct gs_host_rec, GS_KIND_HOST, rec);
+	struct destroy_walk *w = arg;
+	CUcontext ctx = (CUcontext)(uintptr_t)ctx_real(w->ctxs, (uintptr_t)h->d.ctx);
+	CUresult rc;
+
+	/* A registration that is not PORTABLE belongs to its context: undo it
+	 * there. The shim's own allocations stay mapped: the application
+	 * keeps using them, unpinned, until the thaw pins them again. */
+	if (!ctx && w->ctxs->n)
+		ctx = (CUcontext)(uintptr_t)((const struct ctx_snap *)w->ctxs->v)->real;
+	rc = ctx ? rp_in_ctx(ctx, unregister_host, h->d.ptr) : CUDA_ERROR_INVALID_CONTEXT;
+	if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED)
+		warn(w->r, "unpinning host memory %p failed (%s)", h->d.ptr, rp_cu_name(rc));
+	return 0;
+}
+
+static int destroy_handle(const struct gs_rec *rec, void *arg)
+{
+	struct destroy_walk *w = arg;
+	CUresult rc = CUDA_SUCCESS;
+
+	switch (rec->kind) {
+	case GS_KIND_EVENT:
+		rc = RP_REAL(cuEventDestroy_v2, (CUevent)(uintptr_t)rec->real);
+		break;
+	case GS_KIND_STREAM:
+		rc = RP_REAL(cuStreamDestroy_v2, (CUstream)(uintptr_t)rec->real);
+		break;
+	case GS_KIND_MODULE:
+		/* A library's module goes with the library. */
+		if (((const struct gs_module_rec *)rec)->source != GS_MODSRC_LIBRARY)
+			rc = RP_REAL(cuModuleUnload, (CUmodule)(uintptr_t)rec->real);
+		break;
+	case GS_KIND_LIBRARY:
+		rc = RP_REAL(cuLibraryUnload, (CUlibrary)(uintptr_t)rec->real);
+		break;
+	default:
+		break;
+	}
+	if (rc != CUDA_SUCCESS)
+		warn(w->r, "destroying %s %#llx failed (%s)", gs_kind_name(rec->kind),
+		     (unsigned long long)rec->app, rp_cu_name(rc));
+	return 0;
+}
+
+static int destroy_mapping(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_mapping_rec *m = GS_REC_AS(struct gs_mapping_rec, GS_KIND_MAPPING, rec);
+	CUresult rc;
+
+	if (m->owner != GS_OWNER_APP)
+		return 0;
+	rc = RP_REAL(cuMemUnmap, rec->app, m->size);
+	if (rc != CUDA_SUCCESS)
+		warn(((struct destroy_walk *)arg)->r, "unmapping %#llx failed (%s)",
+		     (unsigned long long)rec->app, rp_cu_name(rc));
+	return 0;
+}
+
+static int destroy_phys(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_phys_rec *p = GS_REC_AS(struct gs_phys_rec, GS_KIND_PHYS, rec);
+	CUresult rc = CUDA_SUCCESS;
+
+	if (p->owner != GS_OWNER_APP)
+		return 0;
+	/* Every reference the application holds; its mappings are gone. */
+	for (unsigned i = 0; i < p->handle_refs && rc == CUDA_SUCCESS; i++)
+		rc = RP_REAL(cuMemRelease, (CUmemGenericAllocationHandle)rec->real);
+	if (rc != CUDA_SUCCESS)
+		warn(((struct destroy_walk *)arg)->r, "releasing physical allocation %#llx failed "
+		     "(%s)", (unsigned long long)rec->app, rp_cu_name(rc));
+	return 0;
+}
+
+static int destroy_reservation(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_resv_rec *v = GS_REC_AS(struct gs_resv_rec, GS_KIND_RESERVATION, rec);
+	CUresult rc;
+
+	if (v->owner != GS_OWNER_APP)
+		return 0;
+	rc = RP_REAL(cuMemAddressFree, rec->app, v->size);
+	if (rc != CUDA_SUCCESS)
+		warn(((struct destroy_walk *)arg)->r, "freeing the reservation %#llx failed (%s)",
+		     (unsigned long long)rec->app, rp_cu_name(rc));
+	return 0;
+}
+
+static int destroy_contexts(struct release *r, const struct vec *ctxs)
+{
+	struct rp_saved *s = r->s;
+
+	for (size_t i = ctxs->n; i-- > 0;) {
+		const struct ctx_snap *c = (const struct ctx_snap *)ctxs->v + i;
+		int real = src_real(s, c->device);
+		struct rp_primary *p;
+		unsigned flags = 0;
+		int active = 1;
+		CUresult rc;
+
+		if (!c->primary) {
+			rc = RP_REAL(cuCtxDestroy_v2, (CUcontext)(uintptr_t)c->real);
+			if (rc != CUDA_SUCCESS)
+				warn(r, "destroying context %#llx failed (%s)",
+				     (unsigned long long)c->app, rp_cu_name(rc));
+			continue;
+		}
+		/* Released until the driver says it is gone: cudart holds
+		 * retains the shim never saw. The thaw retains as often. */
+		p = &s->primaries[s->nprimaries++];
+		*p = (struct rp_primary){ .ctx = c->app, .device = c->device };
+		while (p->releases < 4096) {
+			rc = RP_REAL(cuDevicePrimaryCtxGetState, real, &flags, &active);
+			if (rc != CUDA_SUCCESS || !active)
+				break;
+			rc = RP_REAL(cuDevicePrimaryCtxRelease_v2, real);
+			if (rc != CUDA_SUCCESS) {
+				warn(r, "releasing the primary context of GPU %d failed (%s)", real,
+				     rp_cu_name(rc));
+				break;
+			}
+			p->releases++;
+		}
+		if (active && p->releases == 4096)
+			warn(r, "the primary context of GPU %d stays active", real);
+	}
+	return 0;
+}
+
+static void destroy_all(struct release *r, const struct vec *ctxs)
+{
+	struct destroy_walk w = { .r = r, .ctxs = ctxs };
+
+	gs_inside_begin();
+	gs_trk_foreach(GS_KIND_HOST, destroy_host, &w);
+	gs_trk_foreach(GS_KIND_EVENT, destroy_handle, &w);
+	gs_trk_foreach(GS_KIND_STREAM, destroy_handle, &w);
+	gs_trk_foreach(GS_KIND_MODULE, destroy_handle, &w);
+	gs_trk_foreach(GS_KIND_LIBRARY, destroy_handle, &w);
+	gs_trk_foreach(GS_KIND_MAPPING, destroy_mapping, &w);
+	gs_trk_foreach(GS_KIND_PHYS, destroy_phys, &w);
+	gs_trk_foreach(GS_KIND_RESERVATION, destroy_reservation, &w);
+	gs_inside_end();
+	/* The arena's chunks and window: its records stay for the thaw. The
+	 * arena calls the tracker (its VMM records), so not inside a walk. */
+	for (int d = 0; d < GS_MAX_DEVICES; d++) {
+		struct gs_arena *a = gs_devmem_arena(d);
+		CUresult rc;
+
+		if (!a)
+			continue;
+		gs_inside_begin();
+		rc = gs_arena_detach(a);
+		gs_inside_end();
+		if (rc != CUDA_SUCCESS)
+			warn(r, "detaching the memory of device %d failed (%s)", d, rp_cu_name(rc));
+	}
+	gs_inside_begin();
+	destroy_contexts(r, ctxs);
+	gs_inside_end();
+}
+
+/* ---- the operation --------------------------------------------------------------------- */
+
+int rp_release(const char *image_dir, const struct gs_progress *progress, json_t *report,
+	       char **err)
+{
+	struct gs_devmap *dm = gs_trk_devmap();
+	struct rp_saved saved = { 0 };
+	struct release r = { .s = &saved, .err = err, .progress = progress };
+	struct vec ctxs = { .elem = sizeof(struct ctx_snap) };
+	struct vec code = { .elem = sizeof(struct code_snap) };
+	struct vec phys = { .elem = sizeof(struct phys_snap) };
+	json_t *blockers = json_array();
+	int rc = 0, n;
+
+	r.warnings = json_array();
+	if (!blockers || !r.warnings) {
+		rc = rp_fail(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	n = rp_blockers(blockers);
+	if (n > 0) {
+		const char *first = json_string_value(json_array_get(blockers, 0));
+
+		if (report)
+			json_object_set(report, "blockers", blockers);
+		rc = rp_fail(err, -EOPNOTSUPP, "the process cannot be released: %d object(s) "
+			     "cannot be carried over, e.g. %s (gpu-freeze --check lists them all); "
+			     "it stays frozen", n, first ? first : "?");
+		goto out;
+	}
+
+	saved.ndev = gs_devmap_count(dm);
+	for (int d = 0; d < saved.ndev; d++)
+		saved.src_real[d] = gs_devmap_to_real(dm, d);
+	saved.used_devices = rp_used_devices();
+	for (int d = 0; d < saved.ndev; d++)
+		if (saved.used_devices & (UINT64_C(1) << d))
+			saved.src_sm[d] = rp_real_sm(saved.src_real[d]);
+
+	gs_trk_foreach(GS_KIND_CTX, snap_ctx, &ctxs);
+	gs_trk_foreach(GS_KIND_MODULE, snap_module, &code);
+	gs_trk_foreach(GS_KIND_LIBRARY, snap_library, &code);
+	saved.primaries = calloc(ctxs.n ? ctxs.n : 1, sizeof(*saved.primaries));
+	if (ctxs.oom || code.oom || !saved.primaries) {
+		rc = rp_fail(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+
+	rp_progress(progress, "collect", 0, 0);
+	rc = collect_memory(&r, &phys);
+	if (!rc)
+		rc = collect_globals(&r, &ctxs, &code);
+	if (!rc)
+		rc = work_contexts(&r, &ctxs);
+	if (rc)
+		goto out;
+
+	rc = save(&r, &ctxs, &phys, image_dir, &code, report);
+	if (rc)
+		goto out;
+
+	/* Past this point the release goes through: the state is saved. */
+	rc = rp_generation_record(err);
+	if (rc)
+		goto out;
+	rp_epoch_handler_install();
+	rp_progress(progress, "release", 0, 0);
+	destroy_all(&r, &ctxs);
+	rc = rp_rebind_placeholders(err);
+	if (rc) {
+		/* Nothing can be rebuilt without the handle maps. */
+		gs_error("release: the process cannot be thawed any more");
+		goto out;
+	}
+	/* From now on every handle the shim uses must be translated: the
+	 * arena's chunks may get synthetic app values on the next GPU. */
+	gs_set_migrated(true);
+
+	pthread_mutex_lock(&rp.lock);
+	rp_saved_free(&rp.saved);
+	rp.saved = saved;
+	memset(&saved, 0, sizeof(saved));
+	pthread_mutex_unlock(&rp.lock);
+	rp_set_state(GS_STATE_RELEASED);
+	if (report) {
+		json_object_set_new(report, "state", json_string("released"));
+		json_object_set_new(report, "bytes", json_integer((json_int_t)rp.saved.bytes));
+		json_object_set_new(report, "regions", json_integer((json_int_t)rp.saved.nregions));
+		json_object_set_new(report, "image", image_dir ? json_string(image_dir) : json_null());
+		json_object_set(report, "warnings", r.warnings);
+	}
+	gs_info("released: %llu bytes in %zu regions saved to %s",
+		(unsigned long long)rp.saved.bytes, rp.saved.nregions,
+		image_dir ? image_dir : "host memory");
+out:
+	rp_saved_free(&saved);
+	free(ctxs.v);
+	free(code.v);
+	free(phys.v);
+	json_decref(blockers);
+	json_decref(r.warnings);
+	return rc;
+}
+
+int gs_replay_release(const char *image_dir, const struct gs_progress *progress,
+		      json_t **report, char **err)
+{
+	json_t *o = report ? json_object() : NULL;
+	int rc = rp_op_begin(err);
+
+	if (rc) {
+		json_decref(o);
+		return rc;
+	}
+	switch (gs_replay_state()) {
+	case GS_STATE_RUNNING:
+		rc = rp_fail(err, -EINVAL, "the process is running: freeze it first");
+		break;
+	case GS_STATE_RELEASED:
+		rc = rp_fail(err, -EALREADY, "the process is already released");
+		break;
+	case GS_STATE_FROZEN:
+		rc = rp_release(image_dir, progress, o, err);
+		break;
+	}
+	rp_op_end();
+	if (report)
+		*report = o;
+	return rc;
+}

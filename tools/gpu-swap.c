@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * gpu-swap: move a running process to another GPU in one operation
+ * (freeze, copy device to device where peers allow, thaw). See
+ * docs/gpu-swap.1.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "protocol.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: gpu-swap --device SPEC [options] PID\n"
+		"Move a running process under libgpuswap.so to another GPU, in one step.\n"
+		"\n"
+		"  -d, --device SPEC  the target: a device ordinal (1), a device UUID\n"
+		"                     (GPU-..., as nvidia-smi -L prints it), or a map of\n"
+		"                     application devices to devices (0=1,1=0)\n"
+		"  -t, --timeout S    wait at most S seconds for CUDA calls in flight to\n"
+		"                     finish (default %d); on timeout the process runs on\n"
+		"      --json         machine-readable: progress lines, then the reply\n"
+		"  -h, --help         this text\n"
+		"\n"
+		"If any step fails the process continues where it was. Exit status: 0 moved,\n"
+		"1 failed, 2 bad usage, 3 the process could not be reached.\n",
+		GS_PROTO_DEFAULT_TIMEOUT_MS / 1000);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "device", required_argument, NULL, 'd' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct gs_tool tool;
+	const char *device = NULL;
+	double timeout_s = -1;
+	json_t *req, *reply;
+	char done[512], *end;
+	pid_t pid;
+	int c, status;
+
+	gs_tool_init(&tool, "gpu-swap");
+	while ((c = getopt_long(argc, argv, "d:t:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'd': device = optarg; break;
+		case 't':
+			errno = 0;
+			timeout_s = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !isfinite(timeout_s) ||
+			    timeout_s * 1000.0 < 1.0 ||
+			    timeout_s * 1000.0 > GS_PROTO_MAX_TIMEOUT_MS) {
+				gs_tool_error(&tool, "bad --timeout '%s': seconds, from 0.001 to %d",
+					      optarg, GS_PROTO_MAX_TIMEOUT_MS / 1000);
+				return GS_EXIT_USAGE;
+			}
+			break;
+		case 'j': tool.json = true; break;
+		case 'h': usage(stdout); return GS_EXIT_OK;
+		default: usage(stderr); return GS_EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc) {
+		gs_tool_error(&tool, optind == argc ? "which process? give its PID"
+						    : "one PID at a time");
+		usage(stderr);
+		return GS_EXIT_USAGE;
+	}
+	if (gs_tool_parse_pid(&tool, argv[optind], &pid))
+		return GS_EXIT_USAGE;
+	if (!device) {
+		gs_tool_error(&tool, "where to? give --device SPEC (gpu-swap --help)");
+		return GS_EXIT_USAGE;
+	}
+	if (gs_tool_check_device(&tool, device))
+		return GS_EXIT_USAGE;
+
+	req = json_pack("{s:i, s:s, s:s}", GS_KEY_VERSION, GS_PROTO_VERSION, GS_KEY_OP,
+			GS_OP_SWAP, GS_KEY_DEVICE, device);
+	if (!req) {
+		gs_tool_error(&tool, "out of memory");
+		return GS_EXIT_FAILED;
+	}
+	if (timeout_s >= 0)
+		json_object_set_new(req, GS_KEY_TIMEOUT_MS,
+				    json_integer((json_int_t)(timeout_s * 1000.0 + 0.5)));
+	gs_tool_request(&tool, pid, req, &reply);
+	snprintf(done, sizeof(done), "PID %ld is %s on device %s", (long)pid,
+		 gs_json_str(reply, GS_KEY_STATE, "running"), device);
+	status = gs_tool_report(&tool, pid, reply, done);
+	json_decref(reply);
+	json_decref(req);
+	return status;
+}
