@@ -68,7 +68,8 @@ void image_err_free(struct image_err *e);
  *   image-no-uring     io_uring set-up fails (pread/pwrite engine)
  *   image-commit       commit stops after fsync, before the rename
  *   image-no-renameat2 renameat2 fails with EINVAL (filesystems without
- *                      RENAME_NOREPLACE / RENAME_EXCHANGE) */
+ *                      RENAME_NOREPLACE / RENAME_EXCHANGE)
+ *   image-write-enospc every memory.img chunk write fails with ENOSPC */
 bool image_fault(const char *name);
 
 /* ---- data ------------------------------------------------------------------ */

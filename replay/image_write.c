@@ -598,13 +598,18 @@ static void on_written(void *arg, struct image_io_req *req)
 	struct wr_chunk *c = &e->chunks[s->index];
 	int status = req->res < 0 ? req->res : (uint32_t)req->res == req->len ? 0 : -EIO;
 
+	if (image_fault("image-write-enospc"))
+		status = -ENOSPC;
 	if (status < 0) {
 		if (!w->failed)
 			image_fail(&w->err, status, "image %s: writing %s (extent %u chunk %u, "
-				   "%u bytes at offset %llu): %s; the image cannot be completed, "
-				   "dump again (to a filesystem with room, when ENOSPC)", w->dir,
+				   "%u bytes at offset %llu): %s; the image cannot be completed: "
+				   "%s, then dump again", w->dir,
 				   image_file_names[IMAGE_FILE_MEMORY], s->extent, s->index,
-				   req->len, (unsigned long long)req->off, strerror(-status));
+				   req->len, (unsigned long long)req->off, strerror(-status),
+				   status == -ENOSPC || status == -EDQUOT ?
+				   "free space or choose a directory on another filesystem" :
+				   "check the filesystem (dmesg)");
 		w->failed = status;
 		c->state = CHUNK_EMPTY;
 	} else {

@@ -1593,7 +1593,7 @@ def emit_symbols_txt(syms, tags, abis, funcs, xlats):
              '# struct(member:what,...).\n')
     for s in syms:
         sx = xlats[s]
-        if sx.how == 'none' and not sx.params:
+        if not sx.params and sx.how != 'hook':
             continue
         o.append('xlat\t%s\t%s\n' % (s, xlat_summary(sx)))
     return ''.join(o)

@@ -227,13 +227,6 @@ int gs_xlat_check(gs_xlat_problem_fn *fn, void *arg)
 	return n;
 }
 
-/*
- * Exported for tests and tools like gs_introspect_* (dlsym(RTLD_DEFAULT)):
- * the symbols called since a migration with arguments the shim does not
- * translate, in symbol order. Fills at most cap entries, returns how many.
- */
-GS_EXPORT size_t gs_introspect_untranslated(const char **symbols, size_t cap);
-
 size_t gs_introspect_untranslated(const char **symbols, size_t cap)
 {
 	size_t n = 0;

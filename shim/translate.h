@@ -106,6 +106,11 @@ void gs_xlat_unsupported(int sym);
  * cap entries of syms, returns how many there are. */
 size_t gs_xlat_unsupported_seen(int *syms, size_t cap);
 
+/* Exported like gs_introspect_* (found with dlsym by tests and tools): the
+ * names of the symbols gs_xlat_unsupported_seen lists. Fills at most cap
+ * entries, returns how many there are. */
+GS_EXPORT size_t gs_introspect_untranslated(const char **symbols, size_t cap);
+
 /*
  * For gpu-freeze --check: every symbol that has parameters the shim cannot
  * translate after a migration and that the application has called (before

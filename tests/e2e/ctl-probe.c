@@ -175,6 +175,9 @@ static void expect(int fd, const void *raw, size_t len, const char *code, const 
 	json_decref(r);
 }
 
+/* A string literal's bytes, without its NUL. */
+#define LIT(s) (s), (sizeof(s) - 1)
+
 static void expect_line(int fd, const char *line, const char *code, const char *what)
 {
 	char buf[8192];
@@ -193,7 +196,7 @@ static void expect_alive(const char *when)
 		fail("%s: cannot connect any more: %s", when, strerror(errno));
 		return;
 	}
-	write_all(fd, "{\"v\":1,\"op\":\"status\"}\n", 22);
+	write_all(fd, LIT("{\"v\":1,\"op\":\"status\"}\n"));
 	r = read_reply(fd);
 	if (!r || !json_is_true(json_object_get(r, GS_KEY_OK)) ||
 	    json_integer_value(json_object_get(r, GS_KEY_PID)) != target_pid)
@@ -270,13 +273,13 @@ static int test_protocol(void)
 		expect_line(fd, cases[i].line, cases[i].code, cases[i].what);
 
 	/* Bytes no JSON text may hold. */
-	expect(fd, "{\"v\":1,\"op\":\"st\xff\xfe\"}\n", 22, GS_CODE_BAD_REQUEST, "invalid UTF-8");
-	expect(fd, "{\"v\":1,\0\"op\":\"status\"}\n", 23, GS_CODE_BAD_REQUEST, "raw NUL byte");
+	expect(fd, LIT("{\"v\":1,\"op\":\"st\xff\xfe\"}\n"), GS_CODE_BAD_REQUEST, "invalid UTF-8");
+	expect(fd, LIT("{\"v\":1,\0\"op\":\"status\"}\n"), GS_CODE_BAD_REQUEST, "raw NUL byte");
 	/* Blank lines are skipped; CRLF is accepted. */
-	expect(fd, "\n\r\n\n{\"v\":1,\"op\":\"status\"}\r\n", 28, NULL, "blank lines, CRLF");
+	expect(fd, LIT("\n\r\n\n{\"v\":1,\"op\":\"status\"}\r\n"), NULL, "blank lines, CRLF");
 
 	/* Three requests in one write: three replies, in order. */
-	if (write_all(fd, "{\"v\":1,\"op\":\"status\"}\nnope\n{\"v\":9}\n", 36) == 0) {
+	if (write_all(fd, LIT("{\"v\":1,\"op\":\"status\"}\nnope\n{\"v\":9}\n")) == 0) {
 		static const char *const want[] = { NULL, GS_CODE_BAD_REQUEST, GS_CODE_BAD_VERSION };
 
 		for (int i = 0; i < 3; i++) {
@@ -317,7 +320,7 @@ static int test_protocol(void)
 	/* Exactly the limit: a status padded with spaces to GS_PROTO_MAX_REQUEST
 	 * bytes, then the newline. Accepted. */
 	memset(big, ' ', GS_PROTO_MAX_REQUEST);
-	memcpy(big, "{\"v\":1,\"op\":\"status\"}", 22);
+	memcpy(big, LIT("{\"v\":1,\"op\":\"status\"}"));
 	big[GS_PROTO_MAX_REQUEST] = '\n';
 	expect(fd, big, GS_PROTO_MAX_REQUEST + 1, NULL, "request of exactly the maximum size");
 	close(fd);
@@ -348,7 +351,7 @@ static int test_protocol(void)
 
 	/* A request ended by shutting down the write side. */
 	fd = dial();
-	write_all(fd, "{\"v\":1,\"op\":\"status\"}", 21);
+	write_all(fd, LIT("{\"v\":1,\"op\":\"status\"}"));
 	shutdown(fd, SHUT_WR);
 	r = read_reply(fd);
 	if (!r || !json_is_true(json_object_get(r, GS_KEY_OK)))
@@ -358,7 +361,7 @@ static int test_protocol(void)
 
 	/* Half a request, then gone. */
 	fd = dial();
-	write_all(fd, "{\"v\":1,\"op\":", 12);
+	write_all(fd, LIT("{\"v\":1,\"op\":"));
 	close(fd);
 
 	/* Connection flood: the slots fill, one more is told "busy". */
@@ -438,7 +441,7 @@ static int child_connect(uid_t uid, bool keepcaps)
 		perror("connect");
 		return 10;
 	}
-	write_all(fd, "{\"v\":1,\"op\":\"status\"}\n", 22);
+	write_all(fd, LIT("{\"v\":1,\"op\":\"status\"}\n"));
 	r = read_reply(fd);
 	if (r && !json_is_true(json_object_get(r, GS_KEY_OK)) &&
 	    strcmp(code_of(r), GS_CODE_PERMISSION) == 0 && !read_line(fd)) {

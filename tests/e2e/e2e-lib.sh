@@ -61,15 +61,20 @@ skip() {
 	exit 77
 }
 
-# The environment of every process under the shim, on the simulator.
+# The environment of every process under the shim, on the simulator; the
+# caller's VAR=VALUE words come after these and win.
+shim_vars() {
+	shim=(SIMCUDA_DEVICES="${SIMCUDA_DEVICES:-2}"
+		LD_LIBRARY_PATH="$GS_SIMCUDA_DIR"
+		LD_PRELOAD="$GS_PRELOAD"
+		GPUSWAP_REAL_LIBCUDA="$GS_SIMCUDA_DIR/libcuda.so.1"
+		GPUSWAP_LOG="${GPUSWAP_LOG:-info}"
+		GPUSWAP_LOG_FILE="$shim_log")
+}
 shim_env() {
-	env SIMCUDA_DEVICES="${SIMCUDA_DEVICES:-2}" \
-		LD_LIBRARY_PATH="$GS_SIMCUDA_DIR" \
-		LD_PRELOAD="$GS_PRELOAD" \
-		GPUSWAP_REAL_LIBCUDA="$GS_SIMCUDA_DIR/libcuda.so.1" \
-		GPUSWAP_LOG="${GPUSWAP_LOG:-info}" \
-		GPUSWAP_LOG_FILE="$shim_log" \
-		"$@"
+	local shim
+	shim_vars
+	env "${shim[@]}" "$@"
 }
 
 # reference STEPS [VAR=VALUE...]: an undisturbed run under the shim, the
@@ -86,9 +91,12 @@ reference() {
 # start_workload STEPS SLEEP_MS [VAR=VALUE...]: in the background; returns
 # once its control socket answers. Sets wl_pid.
 start_workload() {
-	local steps=$1 sleep_ms=$2 i
+	local steps=$1 sleep_ms=$2 i shim
 	shift 2
-	shim_env "$@" "$GS_WORKLOAD" --module "${WL_MODULE:-$fatbin}" --steps "$steps" \
+	shim_vars
+	# A simple command in the background: env execs the workload, so $!
+	# is the workload's pid.
+	env "${shim[@]}" "$@" "$GS_WORKLOAD" --module "${WL_MODULE:-$fatbin}" --steps "$steps" \
 		--sleep-ms "$sleep_ms" --pid-file "$tmp/workload.pid" >"$wl_out" 2>"$wl_err" &
 	wl_pid=$!
 	for i in $(seq 1 200); do

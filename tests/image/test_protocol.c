@@ -211,6 +211,45 @@ Test(protocol, stale_tmp_with_foreign_file)
 	img_scratch_free(dir);
 }
 
+static void count_status(void *arg, const struct gs_image_io *io)
+{
+	int *worst = arg;
+
+	if (io->status < *worst)
+		*worst = io->status;
+}
+
+/* A full filesystem: the callback hears it, the writer refuses everything
+ * after, the commit fails, nothing is left behind. */
+Test(protocol, write_error)
+{
+	char *dir = img_scratch("disk"), *err;
+	struct gs_image_writer *w;
+	int worst = 0;
+	void *buf;
+	uint32_t id;
+
+	setenv("GPUSWAP_FAULT", "image-write-enospc", 1);
+	cr_assert_eq(gs_image_writer_open(dir, &std_opts, &w, &err), 0, "%s", err);
+	cr_assert_eq(posix_memalign(&buf, 4096, IMG_STD_CHUNK), 0);
+	memset(buf, 3, IMG_STD_CHUNK);
+	cr_assert_eq(gs_image_add_extent(w, 0x10000, 2 * IMG_STD_CHUNK, &id), 0);
+	cr_assert_eq(gs_image_write_chunk(w, id, 0, buf, IMG_STD_CHUNK, count_status, &worst), 0);
+	cr_assert_eq(gs_image_write_flush(w), -ENOSPC);
+	cr_assert_eq(worst, -ENOSPC);
+	cr_assert(img_contains(gs_image_writer_errmsg(w), "extent 0 chunk 0"),
+		  "%s", gs_image_writer_errmsg(w));
+	cr_assert(img_contains(gs_image_writer_errmsg(w), "free space"));
+	cr_assert_eq(gs_image_write_chunk(w, id, IMG_STD_CHUNK, buf, IMG_STD_CHUNK, NULL, NULL),
+		     -ENOSPC);
+	cr_assert_eq(gs_image_commit(w, NULL), -ENOSPC);
+	gs_image_writer_close(w);
+	free(buf);
+	cr_assert_not(exists(dir, ""));
+	cr_assert_not(exists(dir, ".tmp"));
+	img_scratch_free(dir);
+}
+
 Test(protocol, missing_chunk_refused)
 {
 	char *dir = img_scratch("disk");
