@@ -46,9 +46,10 @@
 #include "shim.h"
 #include "thread.h"
 
-/* Keys of physical allocations in images: above any user-space address,
- * so they never overlap arena chunks or globals. */
-#define RP_PHYS_KEY_BASE UINT64_C(0xf000000000000000)
+/* Keys of physical allocations in images: non-canonical addresses (no
+ * device or host address ever is one), so they never overlap arena chunks
+ * or globals, and below 2^63 as the image's manifest requires. */
+#define RP_PHYS_KEY_BASE UINT64_C(0x7f00000000000000)
 
 struct release {
 	struct rp_saved *s;
@@ -318,7 +319,8 @@ static int kernel_library_cb(const struct gs_rec *rec, void *arg)
 }
 
 struct known_global {
-	uint64_t addr;
+	uint64_t app;         /* the address the application knows */
+	uint64_t addr;        /* where the variable is now */
 	enum gs_kind owner_kind;
 	uint64_t owner;
 	uint64_t ctx;
@@ -332,7 +334,8 @@ static int snap_global(const struct gs_rec *rec, void *arg)
 
 	if (!k)
 		return 1;
-	*k = (struct known_global){ .addr = rec->real, .owner_kind = g->owner_kind,
+	*k = (struct known_global){ .app = rec->app, .addr = rec->real,
+				    .owner_kind = g->owner_kind,
 				    .owner = g->owner, .ctx = g->ctx, .name = strdup(g->name) };
 	if (!k->name) {
 		((struct vec *)arg)->oom = true;
@@ -490,8 +493,14 @@ static int collect_globals(struct release *r, const struct vec *ctxs, const stru
 		reg = (struct rp_region){ .kind = RP_REGION_GLOBAL, .device = g->device,
 					  .va = a.addr, .size = a.size, .owner_kind = g->owner_kind,
 					  .owner = g->owner, .ctx = g->ctx, .name = g->name };
-		for (size_t j = 0; j < known.n; j++)
-			reg.tracked |= ((struct known_global *)known.v + j)->addr == a.addr;
+		for (size_t j = 0; j < known.n && !reg.tracked; j++) {
+			const struct known_global *k = (const struct known_global *)known.v + j;
+
+			if (k->addr == a.addr) {
+				reg.tracked = true;
+				reg.app_va = k->app;
+			}
+		}
 		rc = rp_region_add(s, &reg);
 		if (!rc)
 			g->name = NULL; /* owned by the region now */
@@ -671,7 +680,8 @@ static json_t *image_state(struct release *r, const struct vec *ctxs, const stru
 			json_object_set_new(o, "owner_kind", json_string(gs_kind_name(g->owner_kind)));
 			json_object_set_new(o, "ctx", json_integer((json_int_t)g->ctx));
 			json_object_set_new(o, "name", json_string(g->name));
-			json_object_set_new(o, "known", json_boolean(g->tracked));
+			if (g->tracked)
+				json_object_set_new(o, "app_va", json_integer((json_int_t)g->app_va));
 		}
 		json_array_append_new(regions, o);
 	}
@@ -1069,6 +1079,7 @@ int rp_release(const char *image_dir, const struct gs_progress *progress, json_t
 		goto out;
 	rp_epoch_handler_install();
 	rp_progress(progress, "release", 0, 0);
+	rp_park_own_stack();
 	destroy_all(&r, &ctxs);
 	rc = rp_rebind_placeholders(err);
 	if (rc) {
@@ -1106,6 +1117,85 @@ out:
 	return rc;
 }
 
+/*
+ * A process already released to host memory, asked to release to an image
+ * (gpu-freeze --release --image DIR after a release without): write what
+ * host memory holds into the image and let the host copies go. The staging
+ * step is not needed: the host copies are page-aligned buffers of their own.
+ */
+static int save_to_image(const char *image_dir, const struct gs_progress *progress,
+			 json_t *report, char **err)
+{
+	struct rp_saved *s = &rp.saved;
+	struct release r = { .s = s, .err = err, .progress = progress };
+	struct vec ctxs = { .elem = sizeof(struct ctx_snap) };
+	struct vec code = { .elem = sizeof(struct code_snap) };
+	struct gs_image_write_opts opts = { .log = { .fn = image_log } };
+	struct gs_image_writer *w = NULL;
+	uint64_t done = 0;
+	json_t *state = NULL;
+	char *dir = NULL;
+	int rc;
+
+	if (s->image_dir)
+		return rp_fail(err, -EALREADY, "the process is released to image %s already",
+			       s->image_dir);
+	gs_trk_foreach(GS_KIND_CTX, snap_ctx, &ctxs);
+	gs_trk_foreach(GS_KIND_MODULE, snap_module, &code);
+	gs_trk_foreach(GS_KIND_LIBRARY, snap_library, &code);
+	if (ctxs.oom || code.oom || !(dir = strdup(image_dir))) {
+		rc = rp_fail(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	rc = gs_image_writer_open(image_dir, &opts, &w, err);
+	if (rc)
+		goto out;
+	rc = image_source(&r, w);
+	for (size_t i = 0; i < s->nregions && !rc; i++) {
+		struct rp_region *g = &s->regions[i];
+		uint32_t chunk = gs_image_write_chunk_size(w);
+
+		rc = gs_image_add_extent(w, g->va, g->size, &g->extent);
+		for (uint64_t off = 0; off < g->size && !rc; off += chunk) {
+			size_t len = g->size - off < chunk ? g->size - off : chunk;
+
+			rc = gs_image_write_chunk(w, g->extent, off, (char *)g->host + off, len,
+						  NULL, NULL);
+			done += len;
+			rp_progress(progress, "dump", done, s->bytes);
+		}
+	}
+	if (!rc)
+		rc = gs_image_write_flush(w);
+	if (!rc) {
+		state = image_state(&r, &ctxs, &code, w);
+		rc = gs_image_commit(w, state);
+	}
+	if (rc) {
+		rp_fail(err, rc, "image: %s", gs_image_writer_errmsg(w));
+		goto out;
+	}
+	pthread_mutex_lock(&rp.lock);
+	s->image_dir = dir;
+	dir = NULL;
+	for (size_t i = 0; i < s->nregions; i++)
+		rp_region_drop_host(&s->regions[i]);
+	pthread_mutex_unlock(&rp.lock);
+	if (report) {
+		json_object_set_new(report, "state", json_string("released"));
+		json_object_set_new(report, "bytes", json_integer((json_int_t)s->bytes));
+		json_object_set_new(report, "image", json_string(image_dir));
+	}
+	gs_info("released state written to image %s", image_dir);
+out:
+	gs_image_writer_close(w);
+	json_decref(state);
+	free(dir);
+	free(ctxs.v);
+	free(code.v);
+	return rc;
+}
+
 int gs_replay_release(const char *image_dir, const struct gs_progress *progress,
 		      json_t **report, char **err)
 {
@@ -1121,7 +1211,10 @@ int gs_replay_release(const char *image_dir, const struct gs_progress *progress,
 		rc = rp_fail(err, -EINVAL, "the process is running: freeze it first");
 		break;
 	case GS_STATE_RELEASED:
-		rc = rp_fail(err, -EALREADY, "the process is already released");
+		if (image_dir)
+			rc = save_to_image(image_dir, progress, o, err);
+		else
+			rc = rp_fail(err, -EALREADY, "the process is already released");
 		break;
 	case GS_STATE_FROZEN:
 		rc = rp_release(image_dir, progress, o, err);

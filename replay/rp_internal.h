@@ -84,7 +84,10 @@ struct rp_region {
 	uint64_t owner;
 	uint64_t ctx;
 	char *name;
-	bool tracked;        /* GLOBAL: a tracker record exists at `va` */
+	bool tracked;        /* GLOBAL: the application looked it up... */
+	uint64_t app_va;     /* ...and knows it at this address (the key of
+			      * its tracker record; `va` after a migration
+			      * is where it was moved to) */
 	void *host;          /* contents in host memory (mmap'd, page-rounded) */
 	uint32_t extent;     /* contents in the image: its extent id */
 	/* During a thaw: where the contents go (device address). */
@@ -162,6 +165,11 @@ uint64_t rp_to_real(enum gs_kind kind, uint64_t app);
  */
 int rp_generation_record(char **err);
 void rp_epoch_handler_install(void);
+/* The calling thread is about to destroy contexts that may be on its own
+ * stack: take its stack off, to be handed back at its next call after the
+ * thaw (the driver would pop a destroyed context off the destroying thread
+ * only, losing the thread's place). */
+void rp_park_own_stack(void);
 
 /* ---- freeze.c --------------------------------------------------------------------- */
 

@@ -334,23 +334,99 @@ static bool gen_lookup(unsigned epoch, uint64_t real, uint64_t *app)
 	return false;
 }
 
-static void epoch_handler(struct gs_thread *t, unsigned old_epoch, unsigned new_epoch)
-{
-	CUcontext stack[RP_MAX_STACK];
-	unsigned n = 0, pushed = 0, lost = 0;
-	bool first = true;
+/*
+ * The thread that runs a release destroys the contexts itself, and the
+ * driver pops a context it destroys off the destroying thread's own stack
+ * (only there). So before destroying anything, that thread's stack is
+ * taken off and parked here, to be handed back by the epoch handler like
+ * any other thread's. (The control thread has none; a program calling the
+ * operations itself, as the tests do, has.)
+ */
+struct rp_parked {
+	pid_t tid;
+	unsigned epoch;
+	unsigned n;
+	CUcontext stack[RP_MAX_STACK]; /* top first */
+	struct rp_parked *next;
+};
 
-	gs_inside_begin();
+static pthread_mutex_t parked_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rp_parked *parked;
+
+/* Pop this thread's whole context stack into stack[] (top first). Inside
+ * the shim. */
+static unsigned pop_all(CUcontext *stack)
+{
+	unsigned n = 0;
+
 	while (n < RP_MAX_STACK) {
 		CUcontext cur = NULL;
 
 		if (RP_REAL(cuCtxGetCurrent, &cur) != CUDA_SUCCESS || !cur)
 			break;
 		/* cuCtxSetCurrent(NULL) pops without looking at the context,
-		 * which is dead; cuCtxPopCurrent may refuse a destroyed one. */
+		 * which may be dead; cuCtxPopCurrent may refuse a destroyed
+		 * one. */
 		if (RP_REAL(cuCtxSetCurrent, NULL) != CUDA_SUCCESS)
 			break;
 		stack[n++] = cur;
+	}
+	return n;
+}
+
+void rp_park_own_stack(void)
+{
+	struct rp_parked *p = calloc(1, sizeof(*p));
+
+	if (!p) {
+		gs_warn("out of memory: this thread's current contexts will not come back");
+		return;
+	}
+	gs_inside_begin();
+	p->n = pop_all(p->stack);
+	gs_inside_end();
+	if (!p->n) {
+		free(p);
+		return;
+	}
+	p->tid = gettid();
+	p->epoch = gs_gate_epoch();
+	pthread_mutex_lock(&parked_lock);
+	p->next = parked;
+	parked = p;
+	pthread_mutex_unlock(&parked_lock);
+}
+
+static struct rp_parked *unpark(pid_t tid, unsigned epoch)
+{
+	struct rp_parked **pp, *p = NULL;
+
+	pthread_mutex_lock(&parked_lock);
+	for (pp = &parked; *pp; pp = &(*pp)->next) {
+		if ((*pp)->tid == tid && (*pp)->epoch == epoch) {
+			p = *pp;
+			*pp = p->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&parked_lock);
+	return p;
+}
+
+static void epoch_handler(struct gs_thread *t, unsigned old_epoch, unsigned new_epoch)
+{
+	CUcontext stack[2 * RP_MAX_STACK];
+	unsigned n = 0, pushed = 0, lost = 0;
+	struct rp_parked *p = unpark(t->tid, old_epoch);
+	bool first = true;
+
+	gs_inside_begin();
+	n = pop_all(stack);
+	/* A parked stack lies below whatever the thread pushed since. */
+	if (p) {
+		memcpy(stack + n, p->stack, p->n * sizeof(*stack));
+		n += p->n;
+		free(p);
 	}
 	for (unsigned i = n; i-- > 0;) {
 		uint64_t app, real;

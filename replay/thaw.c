@@ -1413,7 +1413,7 @@ static int commit(struct thaw *t, uint64_t *moved)
 		if (g->kind != RP_REGION_GLOBAL || !g->tracked)
 			continue;
 		/* The record keeps the address the application knows. */
-		if (gs_trk_rebind(GS_KIND_GLOBAL, g->va, g->dest) == 0 && g->va != g->dest)
+		if (gs_trk_rebind(GS_KIND_GLOBAL, g->app_va, g->dest) == 0 && g->app_va != g->dest)
 			(*moved)++;
 	}
 	rc = gs_devmap_set(dm, t->map, t->ndev);

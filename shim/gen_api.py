@@ -740,10 +740,10 @@ def parse_agg_body(toks, kind, tag):
                                        [(None, Decl(agg=inner))])
                 continue
             for name, d in parse_declarator_list(rest_with_base(rest)):
-                if inner is not None and d.ptr == 0:
+                if inner is not None:
                     d.agg = inner
                     d.base = None
-                elif inner is None:
+                else:
                     d.base = 'int'
                 agg.members.append((name, d))
             continue
@@ -870,6 +870,9 @@ class TypeTable:
         """
         if name in self.shapes:
             return self.shapes[name]
+        # A structure that points to its own type sees "nothing" while it
+        # is being worked out, not an endless recursion.
+        self.shapes[name] = None
         leaf = self.leaf(name)
         if leaf is not None:
             res = None if leaf == ('ptr',) else leaf
@@ -885,15 +888,15 @@ class TypeTable:
         for mname, d in agg.members:
             if d.fnptr:
                 continue
+            mlabel = '%s.%s' % (label, mname or '(anonymous)')
             if d.agg is not None:
-                s = self.agg_shape(d.agg, '%s.%s' % (label, mname))
-            elif d.ptr:
+                s = self.agg_shape(d.agg, mlabel)
+            else:
                 s = self.shape(d.base) if d.base else None
+            if d.ptr:
                 if s is None or s[0] == 'identity':
                     continue
-                return ('complex', '%s.%s points to %s' % (label, mname, describe_shape(s)))
-            else:
-                s = self.shape(d.base)
+                return ('complex', '%s points to %s' % (mlabel, describe_shape(s)))
             if s is None:
                 continue
             if s[0] == 'identity':
@@ -902,9 +905,8 @@ class TypeTable:
             if s[0] == 'complex':
                 return s
             if agg.kind == 'union' or d.array or mname is None:
-                return ('complex', '%s.%s: %s in a %s' % (
-                    label, mname, describe_shape(s),
-                    'union' if agg.kind == 'union' else 'array'))
+                return ('complex', '%s: %s in a %s' % (
+                    mlabel, describe_shape(s), 'union' if agg.kind == 'union' else 'array'))
             if s[0] == 'struct':
                 leaves.extend(('%s.%s' % (mname, p), l) for p, l in s[1])
             else:
@@ -984,12 +986,6 @@ class SymXlat:
     @property
     def unsupported(self):
         return [p for p in self.params if p.mode == 'unsupported']
-
-    @property
-    def active(self):
-        """Parameters the generated code touches."""
-        return [p for p in self.params
-                if p.mode not in ('none', 'identity', 'hook', 'unsupported')]
 
 
 def classify_symbol(fn, base, tag, ann, types):

@@ -13,9 +13,9 @@
 cycles=${1:-${GS_E2E_CYCLES:-50}}
 seed=${GS_E2E_SEED:-$(( $(date +%s) % 32768 ))}
 RANDOM=$seed
-# Each cycle waits for a new step and then a little: about one step per
-# cycle, so twice as many steps always suffice.
-steps=$((2 * cycles + 6))
+# Each cycle waits for a new step and then a little: one to three steps
+# per cycle; four per cycle always suffice (what is left runs at the end).
+steps=$((4 * cycles + 10))
 say "$cycles cycles, seed $seed (GS_E2E_SEED=$seed reproduces them)"
 
 reference "$steps"

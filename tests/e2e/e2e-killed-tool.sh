@@ -9,7 +9,7 @@
 # Needs the replay engine (skips, saying so, while it is not implemented).
 . "$(dirname "$0")/e2e-lib.sh"
 
-steps=14
+steps=40
 reference "$steps"
 start_workload "$steps" 100 GPUSWAP_FAULT=control-delay
 wait_steps 3

@@ -111,11 +111,11 @@ steps_done() { grep -c '^step ' "$wl_out"; }
 
 # wait_steps N [TIMEOUT_S]: until the workload has printed step N.
 wait_steps() {
-	local n=$1 limit=$((${2:-30} * 20)) i
+	local n=$1 limit=$((${2:-30} * 100)) i
 	for i in $(seq 1 "$limit"); do
 		[ "$(steps_done)" -ge "$n" ] && return 0
 		kill -0 "$wl_pid" 2>/dev/null || fail "the workload exited before step $n"
-		sleep 0.05
+		sleep 0.01
 	done
 	fail "the workload did not reach step $n"
 }

@@ -284,8 +284,9 @@ static void check_lookups_and_tables(void)
 			if (memcmp(u, tables[j].bytes, 16) == 0)
 				want = 1;
 		CHECK(tb[i].count == want, "export table %02x%02x%02x%02x-... (%s): %llu requests "
-		      "recorded, %llu made", u[0], u[1], u[2], u[3], tb[i].name ? tb[i].name : "unnamed",
-		      (unsigned long long)tb[i].count, (unsigned long long)want);
+		      "recorded, %llu made", u[0], u[1], u[2], u[3],
+		      tb[i].name ? tb[i].name : "unnamed", (unsigned long long)tb[i].count,
+		      (unsigned long long)want);
 		total += want;
 	}
 	CHECK(total == NTABLES, "%llu of the %zu export tables requested are recorded",

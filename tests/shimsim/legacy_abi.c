@@ -62,6 +62,14 @@ static void call_them(CUcontext primary)
 	SS_LOAD(ctx_create_v3, bound("cuCtxCreate_v3"));
 	SS_LOAD(elapsed_v1, bound("cuEventElapsedTime"));
 	SS_LOAD(uuid_v1, bound("cuDeviceGetUuid"));
+	/* What the dynamic linker cannot bind kills such a program at the
+	 * call; here it is skipped, and reported. */
+	static const char *const called[] = { "cuCtxCreate_v2", "cuCtxCreate_v3",
+					      "cuEventElapsedTime", "cuDeviceGetUuid" };
+	for (size_t i = 0; i < sizeof(called) / sizeof(called[0]); i++)
+		CHECK(!dlsym(real, called[i]) || bound(called[i]),
+		      "%s: symbol lookup error in a program built against an older cuda.h",
+		      called[i]);
 
 	if (ctx_create_v2) {
 		before = ctx_records();

@@ -4,11 +4,12 @@
  * sequences from several threads.
  *
  * Four threads (argv[2]) each run a seeded random sequence of driver calls:
- * streams, events, cuMemAlloc of 1 B to 8 MiB, PTX modules and their
- * functions, contexts created, pushed, popped and destroyed (taking their
- * objects with them), and the application's own VMM (reserve, create, map,
- * set access, unmap, release, free). Every few hundred calls all threads stop
- * at a barrier and the main thread compares three views of the process:
+ * streams, events, cuMemAlloc of 1 B to 8 MiB, pinned host memory, PTX
+ * modules and their functions, contexts created, pushed, popped and
+ * destroyed (taking their objects with them), and the application's own VMM
+ * (reserve, create, map, set access, unmap, release, free). Every few
+ * hundred calls all threads stop at a barrier and the main thread compares
+ * three views of the process:
  *
  *   - what the program knows it holds (its own bookkeeping below);
  *   - the tracker's counts and bytes per record kind (introspection);
@@ -70,6 +71,12 @@ struct alloc_obj {
 	CUcontext ctx;
 };
 
+struct host_obj {
+	void *p;
+	size_t size;
+	CUcontext ctx;
+};
+
 struct module_obj {
 	CUmodule m;
 	CUcontext ctx;
@@ -113,6 +120,8 @@ struct worker {
 	int nstreams, nevents;
 	struct alloc_obj allocs[CAP];
 	int nallocs;
+	struct host_obj hosts[CAP];
+	int nhosts;
 	struct module_obj modules[CAP];
 	int nmodules;
 	struct ctx_obj ctxs[CAP / 8];
@@ -265,6 +274,34 @@ static void op_alloc(struct worker *w)
 	      "%#llx, %zu", w->id, (unsigned long long)p, size, (unsigned long long)start, got);
 }
 
+/* Pinned host memory, which the shim serves itself (mmap + registration)
+ * and which dies with its context like device memory. */
+static void op_host(struct worker *w)
+{
+	if (w->nhosts > 0 && (w->nhosts == CAP || pick(w, 2))) {
+		unsigned i = pick(w, (unsigned)w->nhosts);
+
+		note(w, "cuMemFreeHost");
+		CU_CHECK(cuMemFreeHost(w->hosts[i].p));
+		DROP(w->hosts, w->nhosts, i);
+		return;
+	}
+	size_t size = 1 + (size_t)pick(w, 256 << 10);
+	void *p = NULL;
+	CUresult rc;
+
+	note(w, "cuMemHostAlloc");
+	rc = pick(w, 2) ? cuMemHostAlloc(&p, size, CU_MEMHOSTALLOC_DEVICEMAP)
+			: cuMemAllocHost(&p, size);
+	CHECK(rc == CUDA_SUCCESS, "thread %d: allocating %zu bytes of pinned host memory: %s",
+	      w->id, size, ss_err(rc));
+	if (rc != CUDA_SUCCESS)
+		return;
+	w->hosts[w->nhosts++] = (struct host_obj){ p, size, current_ctx(w) };
+	/* Host memory: the program touches it directly. */
+	memset(p, w->id, size);
+}
+
 static void op_module(struct worker *w)
 {
 	if (w->nmodules > 0 && (w->nmodules == CAP || pick(w, 2))) {
@@ -312,6 +349,9 @@ static void forget_ctx_objects(struct worker *w, CUcontext c)
 	for (int i = w->nallocs - 1; i >= 0; i--)
 		if (w->allocs[i].ctx == c)
 			DROP(w->allocs, w->nallocs, i);
+	for (int i = w->nhosts - 1; i >= 0; i--)
+		if (w->hosts[i].ctx == c)
+			DROP(w->hosts, w->nhosts, i);
 	for (int i = w->nmodules - 1; i >= 0; i--)
 		if (w->modules[i].ctx == c)
 			DROP(w->modules, w->nmodules, i);
@@ -510,12 +550,13 @@ static void op_vmm(struct worker *w)
 
 static void one_op(struct worker *w)
 {
-	switch (pick(w, 12)) {
+	switch (pick(w, 13)) {
 	case 0: case 1: op_stream(w); break;
 	case 2: case 3: op_event(w); break;
 	case 4: case 5: case 6: op_alloc(w); break;
 	case 7: case 8: op_module(w); break;
 	case 9: op_ctx(w); break;
+	case 10: op_host(w); break;
 	default: op_vmm(w); break;
 	}
 }
@@ -545,6 +586,12 @@ static void query_all(struct worker *w)
 		      "expected %p", w->id, (unsigned long long)w->allocs[i].p, (void *)owner,
 		      (void *)w->allocs[i].ctx);
 	}
+	for (int i = 0; i < w->nhosts; i++) {
+		unsigned flags = 0;
+
+		/* The shim answers for its own pinned memory. */
+		CU_CHECK(cuMemHostGetFlags(&flags, w->hosts[i].p));
+	}
 	for (int i = 0; i < w->nmodules; i++) {
 		CUfunction f;
 
@@ -571,9 +618,11 @@ static void cleanup(struct worker *w)
 		CU_CHECK(cuEventDestroy((CUevent)w->events[i].h));
 	for (int i = 0; i < w->nallocs; i++)
 		CU_CHECK(cuMemFree(w->allocs[i].p));
+	for (int i = 0; i < w->nhosts; i++)
+		CU_CHECK(cuMemFreeHost(w->hosts[i].p));
 	for (int i = 0; i < w->nmodules; i++)
 		CU_CHECK(cuModuleUnload(w->modules[i].m));
-	w->nstreams = w->nevents = w->nallocs = w->nmodules = 0;
+	w->nstreams = w->nevents = w->nallocs = w->nhosts = w->nmodules = 0;
 	while (w->nmaps > 0)
 		vmm_unmap(w, w->nmaps - 1);
 	while (w->nphys > 0) {
@@ -647,6 +696,9 @@ static bool compare(const char *when)
 		want.count[SS_ALLOC] += (uint64_t)w->nallocs;
 		for (int i = 0; i < w->nallocs; i++)
 			want.bytes[SS_ALLOC] += w->allocs[i].size;
+		want.count[SS_HOST] += (uint64_t)w->nhosts;
+		for (int i = 0; i < w->nhosts; i++)
+			want.bytes[SS_HOST] += w->hosts[i].size;
 		for (int i = 0; i < w->nmodules; i++) {
 			want.bytes[SS_MODULE] += w->modules[i].image_bytes;
 			want.count[SS_FUNCTION] += w->modules[i].functions;
@@ -697,8 +749,10 @@ static bool compare(const char *when)
 	    (shim_phys > 0 && got.count[SS_PHYS] == want.count[SS_PHYS])) {
 		fprintf(stderr, "%s: physical allocations / mappings: tracker %llu / %llu, the "
 			"application's alone %llu / %llu\n", when,
-			(unsigned long long)got.count[SS_PHYS], (unsigned long long)got.count[SS_MAPPING],
-			(unsigned long long)want.count[SS_PHYS], (unsigned long long)want.count[SS_MAPPING]);
+			(unsigned long long)got.count[SS_PHYS],
+			(unsigned long long)got.count[SS_MAPPING],
+			(unsigned long long)want.count[SS_PHYS],
+			(unsigned long long)want.count[SS_MAPPING]);
 		failed++;
 	}
 	want.count[SS_PHYS] = got.count[SS_PHYS];

@@ -114,7 +114,8 @@ int ss_counts_diff(const char *what, const struct ss_counts *want, const struct 
 	for (int k = 0; k < SS_NKINDS; k++) {
 		if (want->count[k] == got->count[k] && want->bytes[k] == got->bytes[k])
 			continue;
-		fprintf(stderr, "%s: %s: expected %llu records / %llu bytes, tracker has %llu / %llu\n",
+		fprintf(stderr,
+			"%s: %s: expected %llu records / %llu bytes, tracker has %llu / %llu\n",
 			what, ss_kind_names[k], (unsigned long long)want->count[k],
 			(unsigned long long)want->bytes[k], (unsigned long long)got->count[k],
 			(unsigned long long)got->bytes[k]);

@@ -141,6 +141,9 @@ static CUdeviceptr launch_report(CUfunction fn, CUstream stream)
 
 	CK(cuMemAlloc(&out, 64));
 	CK(cuMemsetD8(out, 0, 64));
+	/* The memset is on the legacy stream, which a non-blocking stream
+	 * does not wait for. */
+	CK(cuCtxSynchronize());
 	atomic_store(&launched_on, -1);
 	CK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, stream, params, NULL));
 	return out;
@@ -165,7 +168,7 @@ Test(xlat, calls_reach_the_new_objects)
 	cr_assert_eq(atomic_load(&launched_on), 1, "the kernel ran on device %d",
 		     atomic_load(&launched_on));
 	CK(cuMemcpyDtoH(host, out, sizeof(host)));
-	cr_assert_eq(host[0], 101u);
+	cr_assert_eq(host[0], 101u, "the kernel wrote %u", host[0]);
 	/* Special stream values pass unchanged. */
 	CK(cuStreamSynchronize(NULL));
 	CK(cuStreamSynchronize(CU_STREAM_LEGACY));

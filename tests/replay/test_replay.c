@@ -1,0 +1,650 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Replay operations end to end on the simulated driver (SIMCUDA_ARCH
+ * sm_80,sm_90): one scenario per run, named by argv[1] (meson runs each as
+ * its own test: the process state is the thing under test).
+ *
+ *   basic     freeze, release to host memory, thaw on the other GPU; a
+ *             thread blocked at the gate meanwhile goes on, in its context
+ *   pingpong  0 -> 1 -> 0 -> 1, changing contents in between
+ *   stack     two contexts on two GPUs, swapped by a map; the thread's
+ *             context stack comes back in order
+ *   nocode    a cubin-only sm_90 module refuses sm_80, then goes to sm_90
+ *   fault     every driver call of a thaw failing in turn (SIMCUDA_FAIL, in
+ *             child processes): each thaw undoes itself, a retry works
+ *   image     release to an image directory, thaw from it
+ *   swap      gs_replay_swap both ways
+ *   blockers  an unsupported object: check and release refuse, thaw resumes
+ *   timeout   a call that does not finish: the freeze gives up and says which
+ *   devspec   device specifications
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "g_api.h"
+#include "gate.h"
+#include "replay.h"
+#include "replay_test.h"
+#include "rp_internal.h"
+#include "tracker.h"
+
+int replay_failures;
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+static const char *fatbin(void)
+{
+	return wl_kernels("gs_kernels.fatbin");
+}
+
+/* One operation, its message printed on failure. */
+static int op_freeze(void)
+{
+	char *err = NULL;
+	json_t *rep = NULL;
+	int rc = gs_replay_freeze(5000, &rep, &err);
+
+	CHECK(rc == 0, "freeze: %d %s", rc, err ? err : "");
+	json_decref(rep);
+	free(err);
+	return rc;
+}
+
+static int op_release(const char *dir)
+{
+	char *err = NULL;
+	json_t *rep = NULL;
+	int rc = gs_replay_release(dir, NULL, &rep, &err);
+
+	CHECK(rc == 0, "release: %d %s", rc, err ? err : "");
+	json_decref(rep);
+	free(err);
+	return rc;
+}
+
+static int op_thaw(const char *spec, const char *dir)
+{
+	char *err = NULL;
+	json_t *rep = NULL;
+	int rc = gs_replay_thaw(spec, dir, NULL, &rep, &err);
+
+	CHECK(rc == 0, "thaw %s: %d %s", spec ? spec : "(same)", rc, err ? err : "");
+	json_decref(rep);
+	free(err);
+	return rc;
+}
+
+static int migrate(const char *spec)
+{
+	if (op_freeze() || op_release(NULL) || op_thaw(spec, NULL))
+		return -1;
+	CHECK(gs_replay_state() == GS_STATE_RUNNING, "state %s",
+	      gs_proc_state_name(gs_replay_state()));
+	return 0;
+}
+
+/* ---- basic -------------------------------------------------------------------------- */
+
+struct worker {
+	struct wl *w;
+	pthread_t thread;
+	atomic_int stage;       /* 1: ready, 2: go, 3: done */
+	CUresult rc;
+	CUcontext current;      /* real current context after its call */
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *k = arg;
+
+	/* The primary context current on this thread, as cudart does. */
+	k->rc = cuCtxSetCurrent(k->w->pctx);
+	atomic_store(&k->stage, 1);
+	while (atomic_load(&k->stage) < 2)
+		sleep_ms(1);
+	if (k->rc == CUDA_SUCCESS)
+		/* Sleeps at the closed gate until the thaw. */
+		k->rc = cuMemsetD32(k->w->out, 0x77777777u, (unsigned)(k->w->out_size / 4));
+	/* Asynchronous, in another context than the main thread's reads. */
+	if (k->rc == CUDA_SUCCESS)
+		k->rc = cuCtxSynchronize();
+	gs_real.cuCtxGetCurrent(&k->current);
+	atomic_store(&k->stage, 3);
+	return NULL;
+}
+
+static int scenario_basic(void)
+{
+	struct wl w;
+	struct worker k = { .w = &w };
+	json_t *st = NULL;
+	uint32_t words[4];
+
+	if (wl_setup(&w, 0, fatbin()) || wl_verify(&w, 0))
+		return -1;
+	REQUIRE(pthread_create(&k.thread, NULL, worker_main, &k) == 0, "pthread_create");
+	while (atomic_load(&k.stage) < 1)
+		sleep_ms(1);
+
+	if (op_freeze())
+		return -1;
+	CHECK(gs_replay_state() == GS_STATE_FROZEN, "not frozen");
+	atomic_store(&k.stage, 2);
+	sleep_ms(50);
+	CHECK(atomic_load(&k.stage) == 2, "the worker's call went through a closed gate");
+	if (op_release(NULL))
+		return -1;
+	CHECK(gs_replay_state() == GS_STATE_RELEASED, "not released");
+	/* Nothing of the process is left on the GPU, and the handles wait
+	 * for their new values. */
+	CHECK(rp_is_placeholder(wl_real(GS_KIND_CTX, (uintptr_t)w.ctx)), "context still bound");
+	CHECK(rp_is_placeholder(wl_real(GS_KIND_STREAM, (uintptr_t)w.stream)), "stream still bound");
+	{
+		unsigned flags;
+		int active = 1;
+		CHECK(gs_real.cuDevicePrimaryCtxGetState(0, &flags, &active) == CUDA_SUCCESS &&
+		      !active, "the primary context of GPU 0 is still active");
+	}
+	CHECK(gs_replay_status(&st) == 0 && !strcmp(json_string_value(json_object_get(st, "state")),
+						    "released"), "status");
+	json_decref(st);
+	CHECK(atomic_load(&k.stage) == 2, "the worker ran while released");
+
+	if (op_thaw("1", NULL))
+		return -1;
+	pthread_join(k.thread, NULL);
+	CHECK(k.rc == CUDA_SUCCESS, "the worker's cuMemsetD32 after the thaw: %d", (int)k.rc);
+	CHECK(k.current == (CUcontext)(uintptr_t)wl_real(GS_KIND_CTX, (uintptr_t)w.pctx),
+	      "the worker's current context is %p, not the new primary context", (void *)k.current);
+	CHECK(cuMemcpyDtoH(words, w.out, sizeof(words)) == CUDA_SUCCESS &&
+	      words[0] == 0x77777777u && words[3] == 0x77777777u,
+	      "the worker's memset did not land: %#x", words[0]);
+	if (wl_verify(&w, 1) || wl_verify_app(&w, 1))
+		return -1;
+	if (wl_mutate(&w))
+		return -1;
+	return wl_verify(&w, 1);
+}
+
+/* ---- pingpong ------------------------------------------------------------------------- */
+
+static int scenario_pingpong(void)
+{
+	static const char *const targets[] = { "1", "0", "1", "0", "1" };
+	struct wl w;
+
+	if (wl_setup(&w, 0, fatbin()))
+		return -1;
+	for (size_t i = 0; i < sizeof(targets) / sizeof(targets[0]); i++) {
+		int rdev = atoi(targets[i]);
+
+		if (migrate(targets[i]) || wl_verify(&w, rdev) || wl_verify_app(&w, rdev) ||
+		    wl_mutate(&w) || wl_verify(&w, rdev))
+			return -1;
+	}
+	return 0;
+}
+
+/* ---- stack ------------------------------------------------------------------------------ */
+
+static int scenario_stack(void)
+{
+	struct wl w0, w1;
+	CUcontext top = NULL, below = NULL, popped = NULL;
+
+	/* Both set up from this thread: its stack ends [w0.ctx, w1.ctx]. */
+	if (wl_setup(&w0, 0, fatbin()) || wl_setup(&w1, 1, fatbin()))
+		return -1;
+	if (op_freeze() || op_release(NULL) || op_thaw("0=1,1=0", NULL))
+		return -1;
+	/* Any call repairs the stack first. */
+	CU(cuCtxGetCurrent(&top));
+	CU(gs_real.cuCtxGetCurrent(&top));
+	CHECK(top == (CUcontext)(uintptr_t)wl_real(GS_KIND_CTX, (uintptr_t)w1.ctx),
+	      "top of the stack %p", (void *)top);
+	CU(gs_real.cuCtxPopCurrent_v2(&popped));
+	CU(gs_real.cuCtxGetCurrent(&below));
+	CHECK(below == (CUcontext)(uintptr_t)wl_real(GS_KIND_CTX, (uintptr_t)w0.ctx),
+	      "below it %p", (void *)below);
+	CU(gs_real.cuCtxPushCurrent_v2(popped));
+	/* wl_verify checks the current context against its own. */
+	CU(gs_real.cuCtxPushCurrent_v2(below));
+	if (wl_verify(&w0, 1))
+		return -1;
+	CU(gs_real.cuCtxPopCurrent_v2(&popped));
+	return wl_verify(&w1, 0);
+}
+
+/* ---- nocode ----------------------------------------------------------------------------- */
+
+static int scenario_nocode(void)
+{
+	const char *cubin = getenv("GS_KERNELS_CUBIN");
+	struct wl w;
+	char *err = NULL;
+	int rc;
+
+	if (!cubin || strcmp(cubin, "gs_kernels_sm90.cubin")) {
+		fprintf(stderr, "needs the sm_90 cubin (GS_KERNELS_CUBIN)\n");
+		return 77;
+	}
+	/* Device 1 is the sm_90 one: only it can load the cubin. */
+	if (wl_setup(&w, 1, wl_kernels(cubin)))
+		return -1;
+	if (op_freeze() || op_release(NULL))
+		return -1;
+	rc = gs_replay_thaw("0", NULL, NULL, NULL, &err);
+	CHECK(rc == -ENOEXEC, "thaw onto sm_80: %d", rc);
+	CHECK(err && strstr(err, "sm_80") && strstr(err, "cubin sm_90"),
+	      "the message does not say what is missing: %s", err ? err : "(none)");
+	free(err);
+	CHECK(gs_replay_state() == GS_STATE_RELEASED, "a refused thaw left %s",
+	      gs_proc_state_name(gs_replay_state()));
+	if (op_thaw("1", NULL))
+		return -1;
+	return wl_verify(&w, 1);
+}
+
+/* ---- fault ---------------------------------------------------------------------------------- */
+
+/* Calls the real driver gets, counted in the parent to aim SIMCUDA_FAIL at
+ * the k-th call a thaw makes (the simulator counts the same calls). */
+#define COUNTED(X)                                                                       \
+	X(cuMemCreate, "cuMemCreate", (CUmemGenericAllocationHandle * h, size_t s,           \
+		const CUmemAllocationProp *p, unsigned long long f), (h, s, p, f))            \
+	X(cuMemAddressReserve, "cuMemAddressReserve", (CUdeviceptr * p, size_t s, size_t a,  \
+		CUdeviceptr h, unsigned long long f), (p, s, a, h, f))                         \
+	X(cuMemMap, "cuMemMap", (CUdeviceptr p, size_t s, size_t o,                         \
+		CUmemGenericAllocationHandle h, unsigned long long f), (p, s, o, h, f))        \
+	X(cuMemSetAccess, "cuMemSetAccess", (CUdeviceptr p, size_t s,                       \
+		const CUmemAccessDesc *d, size_t n), (p, s, d, n))                            \
+	X(cuCtxCreate_v4, "cuCtxCreate", (CUcontext * c, CUctxCreateParams *p, unsigned f,  \
+		CUdevice d), (c, p, f, d))                                                   \
+	X(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", (CUcontext * c, CUdevice d), \
+		(c, d))                                                                      \
+	X(cuModuleLoadData, "cuModuleLoadData", (CUmodule * m, const void *i), (m, i))      \
+	X(cuModuleGetFunction, "cuModuleGetFunction", (CUfunction * f, CUmodule m,          \
+		const char *n), (f, m, n))                                                   \
+	X(cuModuleGetGlobal_v2, "cuModuleGetGlobal", (CUdeviceptr * p, size_t *s,           \
+		CUmodule m, const char *n), (p, s, m, n))                                     \
+	X(cuStreamCreateWithPriority, "cuStreamCreateWithPriority", (CUstream * s,          \
+		unsigned f, int p), (s, f, p))                                               \
+	X(cuEventCreate, "cuEventCreate", (CUevent * e, unsigned f), (e, f))                \
+	X(cuMemHostRegister_v2, "cuMemHostRegister", (void *p, size_t s, unsigned f),       \
+		(p, s, f))                                                                   \
+	X(cuMemcpyHtoDAsync_v2, "cuMemcpyHtoDAsync", (CUdeviceptr d, const void *s,         \
+		size_t n, CUstream st), (d, s, n, st))                                        \
+	X(cuFuncSetAttribute, "cuFuncSetAttribute", (CUfunction f, CUfunction_attribute a,  \
+		int v), (f, a, v))
+
+enum {
+#define X(fn, base, params, args) COUNT_##fn,
+	COUNTED(X)
+#undef X
+	NCOUNTED
+};
+
+static const char *const counted_names[NCOUNTED] = {
+#define X(fn, base, params, args) base,
+	COUNTED(X)
+#undef X
+};
+
+static atomic_uint counts[NCOUNTED];
+
+#define X(fn, base, params, args)                                                       \
+	static gs_fn_##fn *orig_##fn;                                                   \
+	static CUresult count_##fn params                                               \
+	{                                                                               \
+		atomic_fetch_add(&counts[COUNT_##fn], 1);                               \
+		return orig_##fn args;                                                   \
+	}
+COUNTED(X)
+#undef X
+
+static void install_counters(void)
+{
+#define X(fn, base, params, args)                                                       \
+	orig_##fn = gs_real.fn;                                                         \
+	gs_real.fn = count_##fn;
+	COUNTED(X)
+#undef X
+}
+
+static int run_child(const char *name, unsigned nth)
+{
+	char spec[128], *argv[] = { "test_replay", "fault-child", NULL };
+	pid_t pid;
+	int status = 0;
+
+	snprintf(spec, sizeof(spec), "%s:%u", name, nth);
+	pid = fork();
+	if (pid == 0) {
+		setenv("SIMCUDA_FAIL", spec, 1);
+		execv("/proc/self/exe", argv);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+		return -1;
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "with SIMCUDA_FAIL=%s: the child %s %d", spec,
+	      WIFEXITED(status) ? "exited" : "died of signal",
+	      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+	return 0;
+}
+
+static int fault_workload(struct wl *w)
+{
+	if (wl_setup(w, 0, fatbin()) || op_freeze() || op_release(NULL))
+		return -1;
+	return 0;
+}
+
+static int scenario_fault(void)
+{
+	unsigned before[NCOUNTED], during[NCOUNTED], children = 0;
+	struct wl w;
+
+	CU(cuInit(0));
+	install_counters();
+	if (fault_workload(&w))
+		return -1;
+	for (int i = 0; i < NCOUNTED; i++)
+		before[i] = atomic_load(&counts[i]);
+	if (op_thaw("1", NULL))
+		return -1;
+	for (int i = 0; i < NCOUNTED; i++)
+		during[i] = atomic_load(&counts[i]) - before[i];
+	if (wl_verify(&w, 1))
+		return -1;
+	for (int i = 0; i < NCOUNTED; i++) {
+		CHECK(during[i] > 0, "the thaw made no %s call: the test aims at nothing",
+		      counted_names[i]);
+		for (unsigned k = 1; k <= during[i]; k++, children++)
+			run_child(counted_names[i], before[i] + k);
+	}
+	printf("%u faulty thaws rolled back and retried\n", children);
+	return replay_failures ? -1 : 0;
+}
+
+static int scenario_fault_child(void)
+{
+	const char *spec = getenv("SIMCUDA_FAIL");
+	struct wl w;
+	char *err = NULL;
+	int rc;
+
+	if (fault_workload(&w))
+		return -1;
+	rc = gs_replay_thaw("1", NULL, NULL, NULL, &err);
+	CHECK(rc != 0, "%s: the thaw succeeded although a call failed", spec);
+	CHECK(rc == 0 || (err && *err), "%s: no message", spec);
+	if (err)
+		fprintf(stderr, "%s: thaw refused as it should: %s\n", spec, err);
+	free(err);
+	CHECK(gs_replay_state() == (rc ? GS_STATE_RELEASED : GS_STATE_RUNNING), "state %s",
+	      gs_proc_state_name(gs_replay_state()));
+	if (rc == 0)
+		return -1;
+	CHECK(rp_is_placeholder(wl_real(GS_KIND_CTX, (uintptr_t)w.ctx)),
+	      "%s: a failed thaw rebound the context", spec);
+	/* The fault was one call: the retry goes through. */
+	if (op_thaw("1", NULL))
+		return -1;
+	return wl_verify(&w, 1);
+}
+
+/* ---- image ---------------------------------------------------------------------------------- */
+
+static int scenario_image(void)
+{
+	char dir[] = "/tmp/gs-replay-image-XXXXXX", img[256], img2[256], manifest[300];
+	struct stat sb;
+	struct wl w;
+	int rc;
+
+	REQUIRE(mkdtemp(dir), "mkdtemp");
+	snprintf(img, sizeof(img), "%s/one", dir);
+	snprintf(img2, sizeof(img2), "%s/two", dir);
+	if (wl_setup(&w, 0, fatbin()))
+		return -1;
+	if (op_freeze() || op_release(img))
+		return -1;
+	snprintf(manifest, sizeof(manifest), "%s/manifest.json", img);
+	CHECK(stat(manifest, &sb) == 0 && sb.st_size > 0, "no manifest in %s", img);
+	/* The contents are only in the image: the thaw finds it by itself. */
+	if (op_thaw("1", NULL) || wl_verify(&w, 1) || wl_mutate(&w))
+		return -1;
+	if (op_freeze() || op_release(img2) || op_thaw("0", img2) || wl_verify(&w, 0) ||
+	    wl_mutate(&w))
+		return -1;
+	/* Released to host memory first, then to an image: the host copies
+	 * go, the image serves the thaw. */
+	snprintf(img, sizeof(img), "%s/three", dir);
+	if (op_freeze() || op_release(NULL) || op_release(img))
+		return -1;
+	CHECK(rp.saved.nregions && !rp.saved.regions[0].host, "host copies kept");
+	if (op_thaw("1", NULL) || wl_verify(&w, 1) || wl_verify_app(&w, 1))
+		return -1;
+	rc = system("rm -rf /tmp/gs-replay-image-*");
+	(void)rc;
+	return 0;
+}
+
+/* ---- swap ----------------------------------------------------------------------------------- */
+
+static int swap_to(const char *spec)
+{
+	char *err = NULL;
+	json_t *rep = NULL;
+	int rc = gs_replay_swap(spec, 5000, NULL, &rep, &err);
+
+	CHECK(rc == 0, "swap %s: %d %s", spec, rc, err ? err : "");
+	CHECK(gs_replay_state() == GS_STATE_RUNNING, "state after swap: %s",
+	      gs_proc_state_name(gs_replay_state()));
+	json_decref(rep);
+	free(err);
+	return rc;
+}
+
+static int scenario_swap(void)
+{
+	struct wl w;
+
+	if (wl_setup(&w, 0, fatbin()))
+		return -1;
+	if (swap_to("1") || wl_verify(&w, 1) || wl_verify_app(&w, 1) || wl_mutate(&w))
+		return -1;
+	if (swap_to("0") || wl_verify(&w, 0) || wl_verify_app(&w, 0))
+		return -1;
+	return 0;
+}
+
+/* ---- blockers ------------------------------------------------------------------------------- */
+
+static int scenario_blockers(void)
+{
+	struct wl w;
+	json_t *rep = NULL;
+	char *err = NULL;
+	int rc;
+
+	if (wl_setup(&w, 0, fatbin()))
+		return -1;
+	/* What the hook of cuGraphCreate records. */
+	REQUIRE(gs_trk_unsup_add(GS_UNSUP_GRAPH, 0x6a6a000, 0, w.ctx, 0, "cuGraphCreate") == 0,
+		"recording a graph");
+	CU(gs_replay_check(&rep, &err) == 0 ? CUDA_SUCCESS : CUDA_ERROR_UNKNOWN);
+	CHECK(json_is_false(json_object_get(rep, "migratable")), "a graph is migratable?");
+	{
+		const char *b = json_string_value(json_array_get(json_object_get(rep, "blockers"), 0));
+		CHECK(b && strstr(b, "cuGraphCreate"), "the blocker does not name the graph: %s",
+		      b ? b : "(none)");
+	}
+	json_decref(rep);
+	if (op_freeze())
+		return -1;
+	rc = gs_replay_release(NULL, NULL, NULL, &err);
+	CHECK(rc == -EOPNOTSUPP, "release with a graph: %d", rc);
+	CHECK(err && strstr(err, "graph"), "message: %s", err ? err : "(none)");
+	free(err);
+	CHECK(gs_replay_state() == GS_STATE_FROZEN, "state %s", gs_proc_state_name(gs_replay_state()));
+	/* Thaw without a target resumes where it was. */
+	if (op_thaw(NULL, NULL))
+		return -1;
+	CHECK(gs_replay_state() == GS_STATE_RUNNING, "not running");
+	gs_trk_unsup_remove(GS_UNSUP_GRAPH, 0x6a6a000);
+	rep = NULL;
+	CHECK(gs_replay_check(&rep, NULL) == 0 && json_is_true(json_object_get(rep, "migratable")),
+	      "still blocked");
+	json_decref(rep);
+	return wl_verify(&w, 0);
+}
+
+/* ---- timeout ------------------------------------------------------------------------------- */
+
+static void CUDA_CB slow_host_fn(void *arg)
+{
+	(void)arg;
+	sleep_ms(1500);
+}
+
+struct syncer {
+	CUcontext ctx;
+	CUstream stream;
+	CUresult rc;
+};
+
+static void *syncer_main(void *arg)
+{
+	struct syncer *s = arg;
+
+	s->rc = cuCtxSetCurrent(s->ctx);
+	if (s->rc == CUDA_SUCCESS)
+		s->rc = cuStreamSynchronize(s->stream);
+	return NULL;
+}
+
+static int scenario_timeout(void)
+{
+	struct syncer s = { 0 };
+	pthread_t th;
+	CUdevice d;
+	json_t *rep = NULL;
+	char *err = NULL;
+	int rc;
+
+	CU(cuInit(0));
+	CU(cuDeviceGet(&d, 0));
+	CU(cuCtxCreate(&s.ctx, NULL, 0, d));
+	CU(cuStreamCreate(&s.stream, 0));
+	CU(cuLaunchHostFunc(s.stream, slow_host_fn, NULL));
+	REQUIRE(pthread_create(&th, NULL, syncer_main, &s) == 0, "pthread_create");
+	sleep_ms(200);
+	rc = gs_replay_freeze(200, &rep, &err);
+	CHECK(rc == -ETIMEDOUT, "freeze: %d", rc);
+	CHECK(err && strstr(err, "cuStreamSynchronize"), "the message does not name the call: %s",
+	      err ? err : "(none)");
+	CHECK(json_array_size(json_object_get(rep, "in_flight")) == 1, "in_flight");
+	CHECK(gs_replay_state() == GS_STATE_RUNNING, "state %s", gs_proc_state_name(gs_replay_state()));
+	CHECK(!gs_gate_is_closed(), "the gate stayed closed");
+	free(err);
+	json_decref(rep);
+	pthread_join(th, NULL);
+	CHECK(s.rc == CUDA_SUCCESS, "cuStreamSynchronize: %d", (int)s.rc);
+	return replay_failures ? -1 : 0;
+}
+
+/* ---- devspec ------------------------------------------------------------------------------- */
+
+static int scenario_devspec(void)
+{
+	int cur[4] = { 0, 1, 2, 3 }, out[4];
+	char *err = NULL, uuid[64];
+	CUuuid u;
+
+	CU(cuInit(0));
+	CHECK(rp_devspec_parse("1", 0x1, cur, 4, out, NULL) == 0 && out[0] == 1 && out[1] == 0 &&
+	      out[2] == 2 && out[3] == 3, "'1': %d %d %d %d", out[0], out[1], out[2], out[3]);
+	CHECK(rp_devspec_parse("0=1,1=0", 0x3, cur, 4, out, NULL) == 0 && out[0] == 1 &&
+	      out[1] == 0, "'0=1,1=0'");
+	CHECK(rp_devspec_parse(NULL, 0x3, cur, 4, out, NULL) == 0 && out[0] == 0 && out[1] == 1,
+	      "NULL keeps the map");
+	CHECK(rp_devspec_parse("1", 0x3, cur, 4, out, &err) == -EINVAL && err &&
+	      strstr(err, "0=1,1=0"), "one ordinal for two devices: %s", err ? err : "");
+	free(err);
+	err = NULL;
+	CHECK(rp_devspec_parse("7", 0x1, cur, 4, out, &err) == -ENODEV, "GPU 7");
+	free(err);
+	err = NULL;
+	CHECK(rp_devspec_parse("0=1", 0x3, cur, 4, out, &err) == -EINVAL, "device 1 unmapped");
+	free(err);
+	err = NULL;
+	CHECK(rp_devspec_parse("0=1,1=1", 0x3, cur, 4, out, &err) == -EINVAL, "two on one");
+	free(err);
+	err = NULL;
+	CHECK(rp_devspec_parse("x", 0x1, cur, 4, out, &err) == -EINVAL, "garbage");
+	free(err);
+	CU(gs_real.cuDeviceGetUuid_v2(&u, 1));
+	snprintf(uuid, sizeof(uuid), "GPU-%02x%02x%02x%02x-%02x%02x", (unsigned char)u.bytes[0],
+		 (unsigned char)u.bytes[1], (unsigned char)u.bytes[2], (unsigned char)u.bytes[3],
+		 (unsigned char)u.bytes[4], (unsigned char)u.bytes[5]);
+	/* The simulator's UUIDs differ only at the end. */
+	err = NULL;
+	CHECK(rp_devspec_parse(uuid, 0x1, cur, 4, out, &err) == -EINVAL && err &&
+	      strstr(err, "matches GPUs"), "an ambiguous prefix: %s", err ? err : "");
+	free(err);
+	snprintf(uuid, sizeof(uuid), "GPU-");
+	for (int i = 0; i < 16; i++)
+		snprintf(uuid + strlen(uuid), sizeof(uuid) - strlen(uuid), "%02x%s",
+			 (unsigned char)u.bytes[i], i == 3 || i == 5 || i == 7 || i == 9 ? "-" : "");
+	CHECK(rp_devspec_parse(uuid, 0x1, cur, 4, out, NULL) == 0 && out[0] == 1, "%s", uuid);
+	return replay_failures ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(void);
+	} scenarios[] = {
+		{ "basic", scenario_basic },       { "pingpong", scenario_pingpong },
+		{ "stack", scenario_stack },       { "nocode", scenario_nocode },
+		{ "fault", scenario_fault },       { "fault-child", scenario_fault_child },
+		{ "image", scenario_image },       { "swap", scenario_swap },
+		{ "blockers", scenario_blockers }, { "timeout", scenario_timeout },
+		{ "devspec", scenario_devspec },
+	};
+	int rc = -1;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s SCENARIO\n", argv[0]);
+		return 2;
+	}
+	for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
+		if (strcmp(argv[1], scenarios[i].name))
+			continue;
+		rc = scenarios[i].fn();
+		if (rc == 77)
+			return 77;
+		if (rc || replay_failures) {
+			fprintf(stderr, "%s: FAIL (%d check(s))\n", argv[1], replay_failures);
+			return 1;
+		}
+		printf("%s: pass\n", argv[1]);
+		return 0;
+	}
+	fprintf(stderr, "unknown scenario %s\n", argv[1]);
+	return 2;
+}
