@@ -27,6 +27,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -616,7 +617,7 @@ static json_t *request_check(const struct op_def *def, json_t *req)
 			known = strcmp(key, *k) == 0;
 		if (!known)
 			return error_new(def->name, GS_CODE_BAD_REQUEST, 0,
-					 "unknown argument \"%s\" for %s", key, def->name);
+					 "unknown argument \"%.64s\" for %s", key, def->name);
 	}
 	val = json_object_get(req, GS_KEY_TIMEOUT_MS);
 	if (val && (!json_is_integer(val) || json_integer_value(val) < 1 ||
@@ -737,7 +738,8 @@ static json_t *status_reply(void)
 		json_decref(ctl.last_status);
 		ctl.last_status = json_deep_copy(rep);
 	} else if (rc != 0 && rc != -ENOSYS) {
-		json_object_set_new(reply, GS_KEY_ERROR,
+		/* The control plane answered; only the summary is missing. */
+		json_object_set_new(reply, GS_KEY_STATUS_ERROR,
 				    json_text(strerror(rc < 0 ? -rc : EPROTO)));
 	}
 	json_object_set_new(reports, GS_OP_STATUS, rep ? rep : json_null());
@@ -1014,7 +1016,7 @@ static void *control_main(void *arg)
 	gs_inside_begin();
 	for (;;) {
 		uint64_t now = now_ms();
-		int timeout = IDLE_TIMEOUT_MS;
+		int timeout = -1; /* nothing to time out: sleep until something happens */
 		nfds_t n = 0;
 
 		fds[n] = (struct pollfd){ .fd = ctl.wake[0], .events = POLLIN };
@@ -1030,7 +1032,7 @@ static void *control_main(void *arg)
 				conn_close(c);
 				continue;
 			}
-			if ((int)(c->last_ms + IDLE_TIMEOUT_MS - now) < timeout)
+			if (timeout < 0 || (int)(c->last_ms + IDLE_TIMEOUT_MS - now) < timeout)
 				timeout = (int)(c->last_ms + IDLE_TIMEOUT_MS - now);
 			fds[n] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
 			polled[n++] = c;

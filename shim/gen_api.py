@@ -14,7 +14,16 @@ generator sees exactly what the compiler sees:
   * cudaTypedefs.h, preprocessed with __CUDA_API_VERSION_INTERNAL so that the
     legacy ABIs appear too: one PFN_<base>_v<version>[_ptsz|_ptds] typedef per
     ABI the driver answers cuGetProcAddress(<base>, version) with.
-  * annotations.txt: what a wrapper does beyond forwarding.
+  * annotations.txt: what a wrapper does beyond forwarding, and how its
+    handles are translated after a migration where the types cannot say.
+
+Handle translation (DESIGN.md §4): the typedefs and structures of cuda.h are
+read too, so that every parameter can be classified from its type (a handle
+the shim maps, a device ordinal, a memory location, a structure holding
+them; in or out). Each wrapper with something to translate gets a cold
+gs_xlat_<symbol> that maps the arguments, calls the driver and maps back
+what it wrote; a parameter no rule covers fails the generation until
+annotations.txt settles it.
 
 How a (base, version, per-thread) ABI maps to an exported symbol: the driver
 names the N-th ABI of a base (counting every version cudaTypedefs.h lists,
@@ -28,14 +37,17 @@ asserts that every PFN typedef is the type of the symbol it was mapped to.
 
 Outputs (all in --outdir, never edited by hand):
   g_api.h            function typedefs, symbol indices, the typed dispatch
-                     table struct gs_real_table, hook prototypes
-  g_wrappers.c       one exported wrapper per symbol, the real-table loader,
-                     the wrapper address table used by cuGetProcAddress
+                     table struct gs_real_table, hook prototypes (track,
+                     custom, xlat-hook), the table of untranslated parameters
+  g_wrappers.c       one exported wrapper per symbol and its translation,
+                     the real-table loader, the wrapper address table used
+                     by cuGetProcAddress
   g_proctable.c      gs_proc_table / gs_api_symbols (see proctable.h)
   g_abi_check.c      PFN typedef <-> symbol type assertions
   g_abi_check_ptds.c the per-thread symbols' declarations as cuda.h writes
                      them in per-thread mode <-> the text used here
-  g_symbols.txt      human-readable listing: symbol, tag, ABIs
+  g_symbols.txt      human-readable listing: symbol, tag, ABIs; then the
+                     translation of each symbol ("xlat" lines)
 """
 
 import argparse
@@ -1002,7 +1014,7 @@ def classify_symbol(fn, base, tag, ann, types):
     res = []
     for p in fn.params:
         d = param_decl(p)
-        x = classify_param(fn, base, tag, ann, types, p, d)
+        x = classify_param(base, tag, ann, types, p, d)
         if x is not None:
             res.append(x)
     if tag == 'custom' or 'xlat-hook' in ann:
@@ -1021,7 +1033,7 @@ def classify_symbol(fn, base, tag, ann, types):
     return SymXlat('generated' if active else 'none', res)
 
 
-def classify_param(fn, base, tag, ann, types, p, d):
+def classify_param(base, tag, ann, types, p, d):
     def has(t):
         return p.name in ann.get(t, {})
 
@@ -1080,12 +1092,12 @@ def classify_param(fn, base, tag, ann, types, p, d):
     return ParamXlat(p.name, 'out-array' if count else 'out', shape, ctype, count)
 
 
-def xlat_annotations_check(xlat, tags, funcs):
+def xlat_annotations_check(xlat, tags):
     for base, ann in xlat.items():
         if tags.get(base) == 'custom':
             raise GenError('%s is custom: its hand-written export translates handles '
                            'itself; xlat-* annotations do not apply' % base)
-        if 'xlat-hook' in ann and len(ann) > 1 and set(ann) - {'xlat-hook', 'xlat-unsupported'}:
+        if 'xlat-hook' in ann and set(ann) - {'xlat-hook', 'xlat-unsupported'}:
             raise GenError('%s: xlat-hook translates everything by hand; only '
                            'xlat-unsupported may accompany it' % base)
 
@@ -1643,7 +1655,7 @@ def main(argv):
     expand_ptds = macro_expansions(cc, inc, bases, ['CUDA_API_PER_THREAD_DEFAULT_STREAM'])
     abis = map_abis(typedefs, visible, symbols, expand_plain, expand_ptds)
     tags, xlat = read_annotations(args.annotations, symbols)
-    xlat_annotations_check(xlat, tags, funcs)
+    xlat_annotations_check(xlat, tags)
     types = type_table(cc, inc)
     xlats = classify_all(funcs, syms, tags, xlat, types)
 

@@ -78,6 +78,7 @@
 #define GS_KEY_COMMAND "command"
 #define GS_KEY_BUSY "busy"     /* status during an operation: op, phase, done, total */
 #define GS_KEY_IMPLEMENTED "implemented" /* status: false while replay is missing */
+#define GS_KEY_STATUS_ERROR "status_error" /* status: the summary failed, why */
 
 /* Streamed before the final reply of a long operation:
  *   {"v":1,"progress":{"phase":"dump","done":N,"total":M}} */

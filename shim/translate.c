@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -243,12 +244,14 @@ size_t gs_introspect_untranslated(const char **symbols, size_t cap)
 
 /* ---- copies ------------------------------------------------------------------------ */
 
-/* Room for the arrays a hook copies: on the stack when small. */
-#define STACK_ELEMS 8
+/* The arrays a hook copies live on the stack when they are this small:
+ * a few launch attributes or batch operations. */
+#define COPY_STACK_BYTES 512
 
 struct copy {
 	void *p;
-	unsigned char stack[STACK_ELEMS * 64];
+	/* Aligned for any of the driver's structures. */
+	_Alignas(max_align_t) unsigned char stack[COPY_STACK_BYTES];
 };
 
 /* n elements of size bytes from src into c (c->p), or NULL with n == 0. */

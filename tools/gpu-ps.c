@@ -41,9 +41,9 @@ static void usage(FILE *out)
 		"usage: gpu-ps [options]\n"
 		"List the processes running under libgpuswap.so: PID, state (running,\n"
 		"frozen, released; an operation in progress), GPUs, device memory tracked,\n"
-		"command. Found by their control sockets in the runtime directory\n"
-		"($" GS_PROTO_ENV_RUNTIME_DIR ", else $XDG_RUNTIME_DIR/gpuswap, else\n"
-		"/tmp/gpuswap-UID); stale sockets are reported on stderr and skipped.\n"
+		"command. Found by their control sockets in $" GS_PROTO_ENV_RUNTIME_DIR ", or\n"
+		"when it is not set in $XDG_RUNTIME_DIR/gpuswap and /tmp/gpuswap-UID;\n"
+		"stale sockets are reported on stderr and skipped.\n"
 		"\n"
 		"  -a, --all       also every user's default directory (as root)\n"
 		"  -D, --dir DIR   look in DIR instead of the runtime directory\n"
@@ -153,6 +153,16 @@ static void scan_dir(struct gs_tool *t, struct listing *l, const char *dir, bool
 			query(t, l, path, pid);
 	}
 	closedir(d);
+}
+
+/* Ours and nobody else's: a directory another user made in /tmp to
+ * look like ours is not read. */
+static bool dir_private(const char *dir)
+{
+	struct stat st;
+
+	return lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
+	       !(st.st_mode & 077);
 }
 
 static int by_pid(const void *a, const void *b)
@@ -282,12 +292,28 @@ int main(int argc, char **argv)
 		return GS_EXIT_USAGE;
 	}
 	if (!dir) {
+		const char *env = getenv(GS_PROTO_ENV_RUNTIME_DIR);
+
 		if (gs_proto_runtime_dir(own, sizeof(own)) != 0) {
 			gs_tool_error(&tool, "the runtime directory's name is too long: check "
 				      GS_PROTO_ENV_RUNTIME_DIR " and XDG_RUNTIME_DIR");
 			return GS_EXIT_FAILED;
 		}
 		dir = own;
+		/* Without an explicit directory, a process started from another
+		 * session (with or without XDG_RUNTIME_DIR) is in the other
+		 * default place: look in both. */
+		if (!env || !*env) {
+			char other[2][PATH_MAX];
+
+			snprintf(other[0], sizeof(other[0]), "/run/user/%lu/gpuswap",
+				 (unsigned long)geteuid());
+			snprintf(other[1], sizeof(other[1]), "/tmp/gpuswap-%lu",
+				 (unsigned long)geteuid());
+			for (int i = 0; i < 2; i++)
+				if (strcmp(other[i], own) != 0 && dir_private(other[i]))
+					scan_dir(&tool, &l, other[i], true);
+		}
 	}
 	scan_dir(&tool, &l, dir, false);
 	if (all) {

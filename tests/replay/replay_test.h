@@ -82,6 +82,8 @@ int wl_setup(struct wl *w, int dev, const char *path);
 int wl_verify(struct wl *w, int rdev);
 /* The same through the application's own handles and entry points. */
 int wl_verify_app(struct wl *w, int rdev);
+/* Destroy everything, through the application's entry points. */
+int wl_teardown(struct wl *w);
 /* Change contents on the device it runs on now (kernels, copies). */
 int wl_mutate(struct wl *w);
 

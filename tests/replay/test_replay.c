@@ -172,9 +172,9 @@ static int scenario_basic(void)
 	      "the worker's memset did not land: %#x", words[0]);
 	if (wl_verify(&w, 1) || wl_verify_app(&w, 1))
 		return -1;
-	if (wl_mutate(&w))
+	if (wl_mutate(&w) || wl_verify(&w, 1))
 		return -1;
-	return wl_verify(&w, 1);
+	return wl_teardown(&w);
 }
 
 /* ---- pingpong ------------------------------------------------------------------------- */
@@ -193,7 +193,7 @@ static int scenario_pingpong(void)
 		    wl_mutate(&w) || wl_verify(&w, rdev))
 			return -1;
 	}
-	return 0;
+	return wl_teardown(&w);
 }
 
 /* ---- stack ------------------------------------------------------------------------------ */
@@ -223,7 +223,9 @@ static int scenario_stack(void)
 	if (wl_verify(&w0, 1))
 		return -1;
 	CU(gs_real.cuCtxPopCurrent_v2(&popped));
-	return wl_verify(&w1, 0);
+	if (wl_verify(&w1, 0) || wl_teardown(&w1))
+		return -1;
+	return wl_teardown(&w0);
 }
 
 /* ---- nocode ----------------------------------------------------------------------------- */
@@ -251,9 +253,9 @@ static int scenario_nocode(void)
 	free(err);
 	CHECK(gs_replay_state() == GS_STATE_RELEASED, "a refused thaw left %s",
 	      gs_proc_state_name(gs_replay_state()));
-	if (op_thaw("1", NULL))
+	if (op_thaw("1", NULL) || wl_verify(&w, 1))
 		return -1;
-	return wl_verify(&w, 1);
+	return wl_teardown(&w);
 }
 
 /* ---- fault ---------------------------------------------------------------------------------- */
@@ -366,7 +368,7 @@ static int scenario_fault(void)
 		return -1;
 	for (int i = 0; i < NCOUNTED; i++)
 		during[i] = atomic_load(&counts[i]) - before[i];
-	if (wl_verify(&w, 1))
+	if (wl_verify(&w, 1) || wl_teardown(&w))
 		return -1;
 	for (int i = 0; i < NCOUNTED; i++) {
 		CHECK(during[i] > 0, "the thaw made no %s call: the test aims at nothing",
@@ -400,9 +402,9 @@ static int scenario_fault_child(void)
 	CHECK(rp_is_placeholder(wl_real(GS_KIND_CTX, (uintptr_t)w.ctx)),
 	      "%s: a failed thaw rebound the context", spec);
 	/* The fault was one call: the retry goes through. */
-	if (op_thaw("1", NULL))
+	if (op_thaw("1", NULL) || wl_verify(&w, 1))
 		return -1;
-	return wl_verify(&w, 1);
+	return wl_teardown(&w);
 }
 
 /* ---- image ---------------------------------------------------------------------------------- */
@@ -435,7 +437,7 @@ static int scenario_image(void)
 	if (op_freeze() || op_release(NULL) || op_release(img))
 		return -1;
 	CHECK(rp.saved.nregions && !rp.saved.regions[0].host, "host copies kept");
-	if (op_thaw("1", NULL) || wl_verify(&w, 1) || wl_verify_app(&w, 1))
+	if (op_thaw("1", NULL) || wl_verify(&w, 1) || wl_verify_app(&w, 1) || wl_teardown(&w))
 		return -1;
 	rc = system("rm -rf /tmp/gs-replay-image-*");
 	(void)rc;
@@ -468,7 +470,7 @@ static int scenario_swap(void)
 		return -1;
 	if (swap_to("0") || wl_verify(&w, 0) || wl_verify_app(&w, 0))
 		return -1;
-	return 0;
+	return wl_teardown(&w);
 }
 
 /* ---- blockers ------------------------------------------------------------------------------- */
@@ -509,7 +511,9 @@ static int scenario_blockers(void)
 	CHECK(gs_replay_check(&rep, NULL) == 0 && json_is_true(json_object_get(rep, "migratable")),
 	      "still blocked");
 	json_decref(rep);
-	return wl_verify(&w, 0);
+	if (wl_verify(&w, 0))
+		return -1;
+	return wl_teardown(&w);
 }
 
 /* ---- timeout ------------------------------------------------------------------------------- */

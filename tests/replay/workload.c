@@ -394,3 +394,25 @@ int wl_verify_app(struct wl *w, int rdev)
 	CHECK(magic == w->magic, "gs_magic through the application's look-up: %#x", magic);
 	return replay_failures ? -1 : 0;
 }
+
+/* Tear down as a program does at its end, after however many migrations:
+ * the destruction goes through the translation layer and the hooks. */
+int wl_teardown(struct wl *w)
+{
+	CUdevice d;
+
+	CU(cuStreamDestroy(w->stream));
+	CU(cuEventDestroy(w->event));
+	CU(cuMemUnmap(w->vmm, w->vmm_size));
+	CU(cuMemRelease(w->phys));
+	CU(cuMemAddressFree(w->vmm, 4 * w->granularity));
+	CU(cuMemHostUnregister(w->reg));
+	munmap(w->reg, w->reg_size);
+	CU(cuMemFreeHost(w->pinned));
+	CU(cuMemFree(w->big));
+	CU(cuModuleUnload(w->mod));
+	CU(cuCtxDestroy(w->ctx));
+	CU(cuDeviceGet(&d, w->dev));
+	CU(cuDevicePrimaryCtxRelease(d));
+	return replay_failures ? -1 : 0;
+}

@@ -85,7 +85,8 @@ static void make(struct objs *o, CUdevice dev)
 {
 	CK(cuCtxCreate(&o->ctx, NULL, 0, dev));
 	CK(cuStreamCreate(&o->stream, CU_STREAM_NON_BLOCKING));
-	CK(cuEventCreate(&o->event, 0));
+	/* Without timing: launch completion events must be. */
+	CK(cuEventCreate(&o->event, CU_EVENT_DISABLE_TIMING));
 	CK(cuModuleLoad(&o->mod, image));
 	CK(cuModuleGetFunction(&o->fn, o->mod, "report_launch"));
 }
@@ -193,12 +194,19 @@ Test(xlat, launch_ex_and_stream_callback)
 	};
 	static CUstream seen;
 
+	CUlaunchAttribute attr = { .id = CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT };
+
 	app_setup(&app);
 	migrate(&app, &real);
 	CK(cuMemAlloc(&out, 64));
 	cfg.hStream = app.stream;
+	attr.value.launchCompletionEvent.event = app.event;
+	cfg.attrs = &attr;
+	cfg.numAttrs = 1;
 	CK(cuLaunchKernelEx(&cfg, app.fn, params, NULL));
-	cr_assert_eq(cfg.hStream, app.stream, "the caller's configuration was changed");
+	cr_assert(cfg.hStream == app.stream && attr.value.launchCompletionEvent.event == app.event,
+		  "the caller's configuration was changed");
+	CK(cuEventSynchronize(app.event));
 	CK(cuStreamSynchronize(app.stream));
 	cr_assert_eq(atomic_load(&launched_on), 1);
 
