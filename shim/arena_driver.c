@@ -428,12 +428,58 @@ struct gs_arena *gs_devmem_arena_at(CUdeviceptr ptr, int *device)
 
 /* ---- hooks for the rest of the shim -------------------------------------------------- */
 
+struct ctx_allocs {
+	CUcontext ctx;
+	uint64_t *va;
+	size_t n, cap;
+	bool oom;
+};
+
+static int collect_ctx_alloc(const struct gs_arena_allocation *al, void *arg)
+{
+	struct ctx_allocs *c = arg;
+
+	if (al->ctx != c->ctx)
+		return 0;
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 64;
+		uint64_t *va = realloc(c->va, cap * sizeof(*va));
+		if (!va) {
+			c->oom = true;
+			return 1;
+		}
+		c->va = va;
+		c->cap = cap;
+	}
+	c->va[c->n++] = al->va;
+	return 0;
+}
+
+/* The tracker records go first, the addresses after, as in cuMemFree: once
+ * the arena has the addresses back another thread's cuMemAlloc may be handed
+ * one of them, and its record would collide with the stale one (the
+ * allocation would then fail with a spurious out-of-memory). */
+static void untrack_ctx_allocs(struct gs_arena *a, CUcontext ctx)
+{
+	struct ctx_allocs c = { .ctx = ctx };
+
+	gs_arena_foreach_allocation(a, collect_ctx_alloc, &c);
+	if (c.oom)
+		gs_error("context %p destroyed: out of memory listing its allocations; "
+			 "some stay recorded", (void *)ctx);
+	for (size_t i = 0; i < c.n; i++)
+		gs_trk_alloc_remove(c.va[i], NULL);
+	free(c.va);
+}
+
 void gs_arena_ctx_destroyed(CUcontext ctx)
 {
 	int n = atomic_load_explicit(&devices_used, memory_order_acquire);
 
 	for (int i = 0; i < n; i++) {
 		struct gs_arena *a = atomic_load_explicit(&devices[i].arena, memory_order_acquire);
+		if (a)
+			untrack_ctx_allocs(a, ctx);
 		size_t freed = a ? gs_arena_free_ctx(a, ctx) : 0;
 		if (!freed)
 			continue;
