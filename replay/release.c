@@ -83,27 +83,6 @@ static int src_real(const struct rp_saved *s, int app)
 
 /* ---- snapshots of records ---------------------------------------------------------- */
 
-struct vec {
-	void *v;
-	size_t n, cap, elem;
-	bool oom;
-};
-
-static void *vec_push(struct vec *v)
-{
-	if (v->n == v->cap) {
-		size_t cap = v->cap ? 2 * v->cap : 32;
-		void *nv = realloc(v->v, cap * v->elem);
-		if (!nv) {
-			v->oom = true;
-			return NULL;
-		}
-		v->v = nv;
-		v->cap = cap;
-	}
-	return memset((char *)v->v + v->n++ * v->elem, 0, v->elem);
-}
-
 struct ctx_snap {
 	uint64_t app, real;
 	int device;
@@ -113,7 +92,7 @@ struct ctx_snap {
 static int snap_ctx(const struct gs_rec *rec, void *arg)
 {
 	const struct gs_ctx_rec *c = GS_REC_AS(struct gs_ctx_rec, GS_KIND_CTX, rec);
-	struct ctx_snap *s = vec_push(arg);
+	struct ctx_snap *s = rp_vec_push(arg);
 
 	if (!s)
 		return 1;
@@ -146,7 +125,7 @@ struct code_snap {
 static int snap_module(const struct gs_rec *rec, void *arg)
 {
 	const struct gs_module_rec *m = GS_REC_AS(struct gs_module_rec, GS_KIND_MODULE, rec);
-	struct code_snap *s = vec_push(arg);
+	struct code_snap *s = rp_vec_push(arg);
 
 	if (!s)
 		return 1;
@@ -158,7 +137,7 @@ static int snap_module(const struct gs_rec *rec, void *arg)
 
 static int snap_library(const struct gs_rec *rec, void *arg)
 {
-	struct code_snap *s = vec_push(arg);
+	struct code_snap *s = rp_vec_push(arg);
 
 	if (!s)
 		return 1;
@@ -169,7 +148,7 @@ static int snap_library(const struct gs_rec *rec, void *arg)
 /* The names and sizes of an image's variables for architecture sm (managed
  * ones excluded: a freeze refuses them). */
 struct name_list {
-	struct vec v; /* struct global_src, partly filled */
+	struct rp_vec v; /* struct global_src, partly filled */
 	const struct global_src *tmpl;
 };
 
@@ -192,7 +171,7 @@ static int add_code_globals(const void *image, size_t size, unsigned sm, struct 
 
 		if (g->flags & GS_GLOBAL_MANAGED)
 			continue;
-		s = vec_push(&out->v);
+		s = rp_vec_push(&out->v);
 		if (!s || !(s->name = strdup(g->name))) {
 			rc = -ENOMEM;
 			break;
@@ -228,7 +207,7 @@ static int module_globals_cb(const struct gs_rec *rec, void *arg)
 
 			if (info->globals[i].flags & GS_GLOBAL_MANAGED)
 				continue;
-			s = vec_push(&w->out->v);
+			s = rp_vec_push(&w->out->v);
 			if (!s) {
 				w->rc = -ENOMEM;
 				return 1;
@@ -274,13 +253,13 @@ struct lib_ctx {
 	bool kernel;
 };
 
-static void evidence_add(struct vec *v, uint64_t owner, uint64_t ctx, bool kernel)
+static void evidence_add(struct rp_vec *v, uint64_t owner, uint64_t ctx, bool kernel)
 {
 	struct lib_ctx *p;
 
 	if (!owner || !ctx)
 		return;
-	p = vec_push(v);
+	p = rp_vec_push(v);
 	if (p)
 		*p = (struct lib_ctx){ .owner = owner, .ctx = ctx, .kernel = kernel };
 }
@@ -330,7 +309,7 @@ struct known_global {
 static int snap_global(const struct gs_rec *rec, void *arg)
 {
 	const struct gs_global_rec *g = GS_REC_AS(struct gs_global_rec, GS_KIND_GLOBAL, rec);
-	struct known_global *k = vec_push(arg);
+	struct known_global *k = rp_vec_push(arg);
 
 	if (!k)
 		return 1;
@@ -338,13 +317,13 @@ static int snap_global(const struct gs_rec *rec, void *arg)
 				    .owner_kind = g->owner_kind,
 				    .owner = g->owner, .ctx = g->ctx, .name = strdup(g->name) };
 	if (!k->name) {
-		((struct vec *)arg)->oom = true;
+		((struct rp_vec *)arg)->oom = true;
 		return 1;
 	}
 	return 0;
 }
 
-static int ctx_device(const struct vec *ctxs, uint64_t app)
+static int ctx_device(const struct rp_vec *ctxs, uint64_t app)
 {
 	for (size_t i = 0; i < ctxs->n; i++) {
 		const struct ctx_snap *c = (const struct ctx_snap *)ctxs->v + i;
@@ -354,7 +333,7 @@ static int ctx_device(const struct vec *ctxs, uint64_t app)
 	return -1;
 }
 
-static uint64_t ctx_real(const struct vec *ctxs, uint64_t app)
+static uint64_t ctx_real(const struct rp_vec *ctxs, uint64_t app)
 {
 	for (size_t i = 0; i < ctxs->n; i++) {
 		const struct ctx_snap *c = (const struct ctx_snap *)ctxs->v + i;
@@ -364,7 +343,7 @@ static uint64_t ctx_real(const struct vec *ctxs, uint64_t app)
 	return 0;
 }
 
-static uint64_t code_real(const struct vec *code, enum gs_kind kind, uint64_t app)
+static uint64_t code_real(const struct rp_vec *code, enum gs_kind kind, uint64_t app)
 {
 	for (size_t i = 0; i < code->n; i++) {
 		const struct code_snap *c = (const struct code_snap *)code->v + i;
@@ -394,12 +373,13 @@ static CUresult lookup_global(void *arg)
 }
 
 /* Every variable to save, as GLOBAL regions with their current address. */
-static int collect_globals(struct release *r, const struct vec *ctxs, const struct vec *code)
+static int collect_globals(struct release *r, const struct rp_vec *ctxs, const struct rp_vec *code)
 {
 	struct rp_saved *s = r->s;
 	struct name_list names = { .v = { .elem = sizeof(struct global_src) } };
-	struct vec ev = { .elem = sizeof(struct lib_ctx) };
-	struct vec known = { .elem = sizeof(struct known_global) };
+	struct rp_vec ev = { .elem = sizeof(struct lib_ctx) };
+	struct rp_vec known = { .elem = sizeof(struct known_global) };
+	struct rp_index seen = { 0 }, app_of = { 0 };
 	int rc = 0;
 
 	/* Modules: every variable of the code loaded for the context's device. */
@@ -470,13 +450,22 @@ static int collect_globals(struct release *r, const struct vec *ctxs, const stru
 	gs_trk_foreach(GS_KIND_GLOBAL, snap_global, &known);
 	if (!rc && known.oom)
 		rc = -ENOMEM;
+	/* Where each known variable is now -> the first address the
+	 * application knows it by. */
+	for (size_t j = 0; j < known.n && !rc; j++) {
+		const struct known_global *k = (const struct known_global *)known.v + j;
+		uint64_t first;
+
+		if (!rp_index_get(&app_of, k->addr, &first))
+			rc = rp_index_put(&app_of, k->addr, k->app);
+	}
 	for (size_t i = 0; i < names.v.n && !rc; i++) {
 		struct global_src *g = (struct global_src *)names.v.v + i;
 		struct lookup_args a = { .kind = g->owner_kind, .owner_real = g->owner_real,
 					 .name = g->name };
 		CUcontext ctx = (CUcontext)(uintptr_t)ctx_real(ctxs, g->ctx);
 		struct rp_region reg;
-		bool dup = false;
+		uint64_t app_va;
 		CUresult cr;
 
 		cr = ctx ? rp_in_ctx(ctx, lookup_global, &a) : CUDA_ERROR_INVALID_CONTEXT;
@@ -486,20 +475,18 @@ static int collect_globals(struct release *r, const struct vec *ctxs, const stru
 			     (unsigned long long)g->owner, rp_cu_name(cr));
 			continue;
 		}
-		for (size_t j = 0; j < s->nregions && !dup; j++)
-			dup = s->regions[j].kind == RP_REGION_GLOBAL && s->regions[j].va == a.addr;
-		if (dup)
+		/* Found through the module and through the library both. */
+		if (rp_index_get(&seen, a.addr, &app_va))
 			continue;
+		rc = rp_index_put(&seen, a.addr, 1);
+		if (rc)
+			break;
 		reg = (struct rp_region){ .kind = RP_REGION_GLOBAL, .device = g->device,
 					  .va = a.addr, .size = a.size, .owner_kind = g->owner_kind,
 					  .owner = g->owner, .ctx = g->ctx, .name = g->name };
-		for (size_t j = 0; j < known.n && !reg.tracked; j++) {
-			const struct known_global *k = (const struct known_global *)known.v + j;
-
-			if (k->addr == a.addr) {
-				reg.tracked = true;
-				reg.app_va = k->app;
-			}
+		if (rp_index_get(&app_of, a.addr, &app_va)) {
+			reg.tracked = true;
+			reg.app_va = app_va;
 		}
 		rc = rp_region_add(s, &reg);
 		if (!rc)
@@ -512,6 +499,8 @@ static int collect_globals(struct release *r, const struct vec *ctxs, const stru
 	free(names.v.v);
 	free(ev.v);
 	free(known.v);
+	rp_index_free(&seen);
+	rp_index_free(&app_of);
 	if (rc)
 		return rp_fail(r->err, rc, "listing module variables failed: %s", strerror(-rc));
 	return 0;
@@ -548,7 +537,7 @@ static int snap_phys(const struct gs_rec *rec, void *arg)
 
 	if (p->owner != GS_OWNER_APP)
 		return 0;
-	s = vec_push(arg);
+	s = rp_vec_push(arg);
 	if (!s)
 		return 1;
 	*s = (struct phys_snap){ .app = rec->app, .real = rec->real, .size = p->size,
@@ -556,7 +545,7 @@ static int snap_phys(const struct gs_rec *rec, void *arg)
 	return 0;
 }
 
-static int collect_memory(struct release *r, struct vec *phys)
+static int collect_memory(struct release *r, struct rp_vec *phys)
 {
 	struct rp_saved *s = r->s;
 	uint64_t key = RP_PHYS_KEY_BASE;
@@ -657,7 +646,7 @@ static int store_code_cb(const struct gs_rec *rec, void *arg)
 
 /* The records a reader of the image needs to make sense of memory.img
  * (gpu-inspect); a thaw in this process rebuilds from the tracker. */
-static json_t *image_state(struct release *r, const struct vec *ctxs, const struct vec *code,
+static json_t *image_state(struct release *r, const struct rp_vec *ctxs, const struct rp_vec *code,
 			   struct gs_image_writer *w)
 {
 	json_t *st = json_object(), *regions = json_array(), *mods = json_array(),
@@ -730,7 +719,7 @@ static json_t *image_state(struct release *r, const struct vec *ctxs, const stru
 
 /* ---- saving ------------------------------------------------------------------------------- */
 
-static int work_contexts(struct release *r, const struct vec *ctxs)
+static int work_contexts(struct release *r, const struct rp_vec *ctxs)
 {
 	/* One context per GPU to copy in: a primary context where there is
 	 * one (it is what cudart uses), else any. */
@@ -746,8 +735,8 @@ static int work_contexts(struct release *r, const struct vec *ctxs)
 	return 0;
 }
 
-static int save(struct release *r, const struct vec *ctxs, const struct vec *phys,
-		const char *image_dir, const struct vec *code, json_t *report)
+static int save(struct release *r, const struct rp_vec *ctxs, const struct rp_vec *phys,
+		const char *image_dir, const struct rp_vec *code, json_t *report)
 {
 	struct rp_saved *s = r->s;
 	struct rp_copy *copies = calloc(s->nregions ? s->nregions : 1, sizeof(*copies));
@@ -839,7 +828,7 @@ out:
 
 struct destroy_walk {
 	struct release *r;
-	const struct vec *ctxs;
+	const struct rp_vec *ctxs;
 };
 
 static CUresult unregister_host(void *arg)
@@ -938,7 +927,7 @@ static int destroy_reservation(const struct gs_rec *rec, void *arg)
 	return 0;
 }
 
-static int destroy_contexts(struct release *r, const struct vec *ctxs)
+static int destroy_contexts(struct release *r, const struct rp_vec *ctxs)
 {
 	struct rp_saved *s = r->s;
 
@@ -979,7 +968,7 @@ static int destroy_contexts(struct release *r, const struct vec *ctxs)
 	return 0;
 }
 
-static void destroy_all(struct release *r, const struct vec *ctxs)
+static void destroy_all(struct release *r, const struct rp_vec *ctxs)
 {
 	struct destroy_walk w = { .r = r, .ctxs = ctxs };
 
@@ -1020,9 +1009,9 @@ int rp_release(const char *image_dir, const struct gs_progress *progress, json_t
 	struct gs_devmap *dm = gs_trk_devmap();
 	struct rp_saved saved = { 0 };
 	struct release r = { .s = &saved, .err = err, .progress = progress };
-	struct vec ctxs = { .elem = sizeof(struct ctx_snap) };
-	struct vec code = { .elem = sizeof(struct code_snap) };
-	struct vec phys = { .elem = sizeof(struct phys_snap) };
+	struct rp_vec ctxs = { .elem = sizeof(struct ctx_snap) };
+	struct rp_vec code = { .elem = sizeof(struct code_snap) };
+	struct rp_vec phys = { .elem = sizeof(struct phys_snap) };
 	json_t *blockers = json_array();
 	int rc = 0, n;
 
@@ -1128,8 +1117,8 @@ static int save_to_image(const char *image_dir, const struct gs_progress *progre
 {
 	struct rp_saved *s = &rp.saved;
 	struct release r = { .s = s, .err = err, .progress = progress };
-	struct vec ctxs = { .elem = sizeof(struct ctx_snap) };
-	struct vec code = { .elem = sizeof(struct code_snap) };
+	struct rp_vec ctxs = { .elem = sizeof(struct ctx_snap) };
+	struct rp_vec code = { .elem = sizeof(struct code_snap) };
 	struct gs_image_write_opts opts = { .log = { .fn = image_log } };
 	struct gs_image_writer *w = NULL;
 	uint64_t done = 0;

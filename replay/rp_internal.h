@@ -51,6 +51,33 @@ int rp_cu_errno(CUresult rc);
  * entry point answers CUDA_ERROR_NOT_FOUND. */
 #define RP_REAL(fn, ...) (gs_real.fn ? gs_real.fn(__VA_ARGS__) : CUDA_ERROR_NOT_FOUND)
 
+/* ---- a small hash index (state.c) ---------------------------------------------- */
+
+/* Non-zero 64-bit keys to 64-bit values, for the look-ups a release or a
+ * thaw makes per object (handles, addresses): linear probing, grown at
+ * half full. Single-threaded. */
+struct rp_index {
+	uint64_t *keys, *vals;
+	size_t cap, n;
+};
+int rp_index_put(struct rp_index *x, uint64_t key, uint64_t val);
+bool rp_index_get(const struct rp_index *x, uint64_t key, uint64_t *val);
+void rp_index_free(struct rp_index *x);
+
+/* ---- a growing array (state.c) ------------------------------------------------------ */
+
+/* Snapshots of records taken inside tracker walks: appends only, and a
+ * walk that runs out of memory stops and leaves `oom` set. */
+struct rp_vec {
+	void *v;
+	size_t n, cap, elem;
+	bool oom;
+};
+#define RP_VEC(type) { .elem = sizeof(type) }
+#define RP_VEC_AT(vec, type, i) ((type *)(vec).v + (i))
+/* A zeroed new element, or NULL (oom set). */
+void *rp_vec_push(struct rp_vec *v);
+
 /* ---- progress ------------------------------------------------------------------ */
 
 static inline void rp_progress(const struct gs_progress *p, const char *phase, uint64_t done,
@@ -170,6 +197,10 @@ void rp_epoch_handler_install(void);
  * thaw (the driver would pop a destroyed context off the destroying thread
  * only, losing the thread's place). */
 void rp_park_own_stack(void);
+
+/* Publish the table gs_replay_global_addr answers from: every variable
+ * record whose address moved (call with the gate closed). 0 or -ENOMEM. */
+int rp_moved_globals_publish(void);
 
 /* ---- freeze.c --------------------------------------------------------------------- */
 

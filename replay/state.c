@@ -133,6 +133,85 @@ int rp_cu_errno(CUresult rc)
 	}
 }
 
+/* ---- growing arrays ------------------------------------------------------------------------ */
+
+void *rp_vec_push(struct rp_vec *v)
+{
+	if (v->n == v->cap) {
+		size_t cap = v->cap ? 2 * v->cap : 32;
+		void *nv = realloc(v->v, cap * v->elem);
+		if (!nv) {
+			v->oom = true;
+			return NULL;
+		}
+		v->v = nv;
+		v->cap = cap;
+	}
+	return memset((char *)v->v + v->n++ * v->elem, 0, v->elem);
+}
+
+/* ---- index ------------------------------------------------------------------------------- */
+
+static size_t index_slot(uint64_t key, size_t cap)
+{
+	/* Handles and addresses are aligned: mix the high bits down. */
+	key ^= key >> 33;
+	key *= 0xff51afd7ed558ccdull;
+	key ^= key >> 33;
+	return (size_t)key & (cap - 1);
+}
+
+int rp_index_put(struct rp_index *x, uint64_t key, uint64_t val)
+{
+	size_t i;
+
+	if (!key)
+		return -EINVAL;
+	if (2 * (x->n + 1) > x->cap) {
+		struct rp_index big = { .cap = x->cap ? 2 * x->cap : 64 };
+
+		big.keys = calloc(big.cap, sizeof(*big.keys));
+		big.vals = calloc(big.cap, sizeof(*big.vals));
+		if (!big.keys || !big.vals) {
+			free(big.keys);
+			free(big.vals);
+			return -ENOMEM;
+		}
+		for (size_t k = 0; k < x->cap; k++)
+			if (x->keys[k])
+				rp_index_put(&big, x->keys[k], x->vals[k]);
+		rp_index_free(x);
+		*x = big;
+	}
+	for (i = index_slot(key, x->cap); x->keys[i] && x->keys[i] != key; i = (i + 1) & (x->cap - 1))
+		;
+	if (!x->keys[i])
+		x->n++;
+	x->keys[i] = key;
+	x->vals[i] = val;
+	return 0;
+}
+
+bool rp_index_get(const struct rp_index *x, uint64_t key, uint64_t *val)
+{
+	if (!x->cap || !key)
+		return false;
+	for (size_t i = index_slot(key, x->cap); x->keys[i]; i = (i + 1) & (x->cap - 1)) {
+		if (x->keys[i] == key) {
+			*val = x->vals[i];
+			return true;
+		}
+	}
+	return false;
+}
+
+void rp_index_free(struct rp_index *x)
+{
+	free(x->keys);
+	free(x->vals);
+	memset(x, 0, sizeof(*x));
+}
+
 /* ---- saved state ------------------------------------------------------------------------ */
 
 int rp_region_add(struct rp_saved *s, const struct rp_region *r)
@@ -361,8 +440,14 @@ static unsigned pop_all(CUcontext *stack)
 
 	while (n < RP_MAX_STACK) {
 		CUcontext cur = NULL;
+		CUresult rc = RP_REAL(cuCtxGetCurrent, &cur);
 
-		if (RP_REAL(cuCtxGetCurrent, &cur) != CUDA_SUCCESS || !cur)
+		/* A driver that will not name a destroyed context still has it
+		 * on the stack: pop it all the same (an entry nothing stands
+		 * for). */
+		if (rc == CUDA_ERROR_CONTEXT_IS_DESTROYED)
+			cur = NULL;
+		else if (rc != CUDA_SUCCESS || !cur)
 			break;
 		/* cuCtxSetCurrent(NULL) pops without looking at the context,
 		 * which may be dead; cuCtxPopCurrent may refuse a destroyed
@@ -390,7 +475,10 @@ void rp_park_own_stack(void)
 		return;
 	}
 	p->tid = gettid();
-	p->epoch = gs_gate_epoch();
+	/* The epoch the handles belong to: the thread's own, which lags the
+	 * gate's when it made no call since an earlier migration. */
+	p->epoch = gs_thread_self ? gs_thread_self->gate_epoch >> GS_GATE_EPOCH_SHIFT
+				  : gs_gate_epoch();
 	pthread_mutex_lock(&parked_lock);
 	p->next = parked;
 	parked = p;
@@ -432,7 +520,7 @@ static void epoch_handler(struct gs_thread *t, unsigned old_epoch, unsigned new_
 		uint64_t app, real;
 		CUresult rc;
 
-		if (!gen_lookup(old_epoch, (uintptr_t)stack[i], &app)) {
+		if (!stack[i] || !gen_lookup(old_epoch, (uintptr_t)stack[i], &app)) {
 			/* Destroyed by the application before the migration
 			 * (still current here, as the driver leaves it), or a
 			 * context the shim never saw: nothing stands for it. */
@@ -545,5 +633,96 @@ int gs_replay_status(json_t **report)
 	}
 	free(image);
 	*report = o;
+	return 0;
+}
+
+/* ---- moved module variables ------------------------------------------------------------ */
+
+/*
+ * An immutable table, sorted by the address the application knows,
+ * replaced as a whole by each thaw (with the gate closed: no wrapper is
+ * translating meanwhile). The table it replaces is kept one more migration
+ * before it is freed, for a call let through the closed gate as the nested
+ * call of one already in flight.
+ */
+struct moved_globals {
+	size_t n;
+	struct moved_global {
+		uint64_t app;
+		uint64_t size;
+		uint64_t real;
+	} v[];
+};
+
+static _Atomic(struct moved_globals *) moved;
+static struct moved_globals *moved_retired;
+
+bool gs_replay_global_addr(uint64_t app, uint64_t *real)
+{
+	const struct moved_globals *t = atomic_load_explicit(&moved, memory_order_acquire);
+	size_t lo = 0, hi;
+
+	if (__builtin_expect(t == NULL, 1))
+		return false;
+	hi = t->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (t->v[mid].app <= app)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0 || app - t->v[lo - 1].app >= t->v[lo - 1].size)
+		return false;
+	*real = t->v[lo - 1].real + (app - t->v[lo - 1].app);
+	return true;
+}
+
+struct moved_build {
+	struct moved_globals *t;
+	size_t cap;
+};
+
+static int collect_moved(const struct gs_rec *rec, void *arg)
+{
+	const struct gs_global_rec *g = GS_REC_AS(struct gs_global_rec, GS_KIND_GLOBAL, rec);
+	struct moved_build *b = arg;
+
+	if (rec->app == rec->real || b->t->n == b->cap)
+		return 0;
+	b->t->v[b->t->n++] = (struct moved_global){ .app = rec->app, .size = g->size,
+						    .real = rec->real };
+	return 0;
+}
+
+static int by_app(const void *a, const void *b)
+{
+	const struct moved_global *x = a, *y = b;
+
+	return x->app < y->app ? -1 : x->app > y->app;
+}
+
+int rp_moved_globals_publish(void)
+{
+	size_t cap = gs_trk_count(GS_KIND_GLOBAL);
+	struct moved_build b = { .cap = cap };
+	struct moved_globals *old;
+
+	b.t = malloc(sizeof(*b.t) + (cap ? cap : 1) * sizeof(b.t->v[0]));
+	if (!b.t)
+		return -ENOMEM;
+	b.t->n = 0;
+	gs_trk_foreach(GS_KIND_GLOBAL, collect_moved, &b);
+	qsort(b.t->v, b.t->n, sizeof(b.t->v[0]), by_app);
+	if (!b.t->n) {
+		free(b.t);
+		b.t = NULL;
+	}
+	old = atomic_exchange_explicit(&moved, b.t, memory_order_acq_rel);
+	free(moved_retired);
+	moved_retired = old;
+	if (b.t)
+		gs_debug("%zu module variables the application knows moved", b.t->n);
 	return 0;
 }

@@ -74,6 +74,13 @@ struct made {
 	uint64_t ctx;        /* host registration: the real context */
 };
 
+/* A variable record: the address the application knows, and where the
+ * variable was when the process was released. */
+struct global_snap {
+	uint64_t app;
+	uint64_t real;
+};
+
 struct thaw {
 	const int *map;               /* app ordinal -> real ordinal */
 	int ndev;
@@ -85,6 +92,11 @@ struct thaw {
 	char **err;
 	const struct gs_progress *progress;
 	CUcontext work[GS_MAX_DEVICES]; /* by real ordinal */
+	struct global_snap *globals;
+	size_t nglobals;
+	/* app handle -> index in made[], per kind (rebindable kinds only) */
+	struct rp_index by_app[GS_KIND_COUNT];
+	bool oom;
 };
 
 static void warn(struct thaw *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -117,18 +129,28 @@ static struct made *made_add(struct thaw *t, enum made_what what, enum gs_kind k
 		t->made = v;
 		t->capmade = cap;
 	}
+	if (app && kind < GS_KIND_COUNT && rp_index_put(&t->by_app[kind], app, t->nmade) != 0)
+		return NULL;
 	m = &t->made[t->nmade++];
 	*m = (struct made){ .what = what, .kind = kind, .app = app, .real = real };
 	return m;
 }
 
+static struct made *made_find(const struct thaw *t, enum gs_kind kind, uint64_t app)
+{
+	uint64_t i;
+
+	if (kind >= GS_KIND_COUNT || !rp_index_get(&t->by_app[kind], app, &i))
+		return NULL;
+	return &t->made[i];
+}
+
 /* The new real handle of an app handle built in this thaw, or 0. */
 static uint64_t new_real(const struct thaw *t, enum gs_kind kind, uint64_t app)
 {
-	for (size_t i = 0; i < t->nmade; i++)
-		if (t->made[i].kind == kind && t->made[i].app == app && t->made[i].app)
-			return t->made[i].real;
-	return 0;
+	const struct made *m = made_find(t, kind, app);
+
+	return m ? m->real : 0;
 }
 
 static int real_of(const struct thaw *t, int app)
@@ -214,38 +236,16 @@ static void undo(struct thaw *t)
 				gs_kind_name(m->kind), (unsigned long long)m->real, rp_cu_name(rc));
 	}
 	t->nmade = 0;
+	for (int k = 0; k < GS_KIND_COUNT; k++)
+		rp_index_free(&t->by_app[k]);
 }
 
 /* ---- snapshots -------------------------------------------------------------------------- */
 
-struct vec {
-	void *v;
-	size_t n, cap, elem;
-	bool oom;
-};
-
-static void *vec_push(struct vec *v)
-{
-	if (v->n == v->cap) {
-		size_t cap = v->cap ? 2 * v->cap : 32;
-		void *nv = realloc(v->v, cap * v->elem);
-		if (!nv) {
-			v->oom = true;
-			return NULL;
-		}
-		v->v = nv;
-		v->cap = cap;
-	}
-	return memset((char *)v->v + v->n++ * v->elem, 0, v->elem);
-}
-
-#define VEC(type) { .elem = sizeof(type) }
-#define VEC_AT(vec, type, i) ((type *)(vec).v + (i))
-
 /* Records copied whole (their pointers are not used after the walk). */
 static int copy_rec(const struct gs_rec *rec, void *arg, size_t size)
 {
-	void *p = vec_push(arg);
+	void *p = rp_vec_push(arg);
 
 	if (!p)
 		return 1;
@@ -297,7 +297,7 @@ static int copy_mapping(const struct gs_rec *rec, void *arg)
 
 	if (m->owner != GS_OWNER_APP)
 		return 0;
-	s = vec_push(arg);
+	s = rp_vec_push(arg);
 	if (!s)
 		return 1;
 	s->m = *m;
@@ -316,7 +316,7 @@ struct func_snap {
 static int copy_function(const struct gs_rec *rec, void *arg)
 {
 	const struct gs_function_rec *f = GS_REC_AS(struct gs_function_rec, GS_KIND_FUNCTION, rec);
-	struct func_snap *s = vec_push(arg);
+	struct func_snap *s = rp_vec_push(arg);
 
 	if (!s)
 		return 1;
@@ -325,7 +325,7 @@ static int copy_function(const struct gs_rec *rec, void *arg)
 	s->f.layout = NULL;
 	s->name = strdup(f->name);
 	if (!s->name) {
-		((struct vec *)arg)->oom = true;
+		((struct rp_vec *)arg)->oom = true;
 		return 1;
 	}
 	return 0;
@@ -342,7 +342,7 @@ struct kernel_snap {
 static int copy_kernel(const struct gs_rec *rec, void *arg)
 {
 	const struct gs_kernel_rec *k = GS_REC_AS(struct gs_kernel_rec, GS_KIND_KERNEL, rec);
-	struct kernel_snap *s = vec_push(arg);
+	struct kernel_snap *s = rp_vec_push(arg);
 
 	if (!s)
 		return 1;
@@ -352,7 +352,7 @@ static int copy_kernel(const struct gs_rec *rec, void *arg)
 	s->nsettings = k->nsettings;
 	s->settings = k->nsettings ? malloc(k->nsettings * sizeof(*s->settings)) : NULL;
 	if (!s->name || (k->nsettings && !s->settings)) {
-		((struct vec *)arg)->oom = true;
+		((struct rp_vec *)arg)->oom = true;
 		return 1;
 	}
 	memcpy(s->settings, k->settings, k->nsettings * sizeof(*s->settings));
@@ -370,7 +370,7 @@ struct module_snap {
 static int copy_module(const struct gs_rec *rec, void *arg)
 {
 	const struct gs_module_rec *m = GS_REC_AS(struct gs_module_rec, GS_KIND_MODULE, rec);
-	struct module_snap *s = vec_push(arg);
+	struct module_snap *s = rp_vec_push(arg);
 
 	if (!s)
 		return 1;
@@ -380,16 +380,16 @@ static int copy_module(const struct gs_rec *rec, void *arg)
 }
 
 struct snaps {
-	struct vec ctx, stream, event, resv, phys, map, host, func, kernel, module, library;
+	struct rp_vec ctx, stream, event, resv, phys, map, host, func, kernel, module, library;
 };
 
 static void snaps_free(struct snaps *s)
 {
 	for (size_t i = 0; i < s->func.n; i++)
-		free(VEC_AT(s->func, struct func_snap, i)->name);
+		free(RP_VEC_AT(s->func, struct func_snap, i)->name);
 	for (size_t i = 0; i < s->kernel.n; i++) {
-		free(VEC_AT(s->kernel, struct kernel_snap, i)->name);
-		free(VEC_AT(s->kernel, struct kernel_snap, i)->settings);
+		free(RP_VEC_AT(s->kernel, struct kernel_snap, i)->name);
+		free(RP_VEC_AT(s->kernel, struct kernel_snap, i)->settings);
 	}
 	free(s->ctx.v);
 	free(s->stream.v);
@@ -406,7 +406,7 @@ static void snaps_free(struct snaps *s)
 
 static int copy_library(const struct gs_rec *rec, void *arg)
 {
-	uint64_t *p = vec_push(arg);
+	uint64_t *p = rp_vec_push(arg);
 
 	if (!p)
 		return 1;
@@ -417,12 +417,12 @@ static int copy_library(const struct gs_rec *rec, void *arg)
 static int snaps_take(struct snaps *s)
 {
 	*s = (struct snaps){
-		.ctx = VEC(struct gs_ctx_rec), .stream = VEC(struct gs_stream_rec),
-		.event = VEC(struct gs_event_rec), .resv = VEC(struct gs_resv_rec),
-		.phys = VEC(struct gs_phys_rec), .map = VEC(struct map_snap),
-		.host = VEC(struct gs_host_rec), .func = VEC(struct func_snap),
-		.kernel = VEC(struct kernel_snap), .module = VEC(struct module_snap),
-		.library = VEC(uint64_t),
+		.ctx = RP_VEC(struct gs_ctx_rec), .stream = RP_VEC(struct gs_stream_rec),
+		.event = RP_VEC(struct gs_event_rec), .resv = RP_VEC(struct gs_resv_rec),
+		.phys = RP_VEC(struct gs_phys_rec), .map = RP_VEC(struct map_snap),
+		.host = RP_VEC(struct gs_host_rec), .func = RP_VEC(struct func_snap),
+		.kernel = RP_VEC(struct kernel_snap), .module = RP_VEC(struct module_snap),
+		.library = RP_VEC(uint64_t),
 	};
 	gs_trk_foreach(GS_KIND_CTX, copy_ctx, &s->ctx);
 	gs_trk_foreach(GS_KIND_STREAM, copy_stream, &s->stream);
@@ -598,7 +598,7 @@ static int check_target(struct thaw *t, const struct snaps *sn)
 
 	/* Peer access the application enabled must still be possible. */
 	for (size_t i = 0; i < sn->ctx.n; i++) {
-		const struct gs_ctx_rec *c = VEC_AT(sn->ctx, struct gs_ctx_rec, i);
+		const struct gs_ctx_rec *c = RP_VEC_AT(sn->ctx, struct gs_ctx_rec, i);
 
 		for (int p = 0; p < t->ndev && p < 64; p++) {
 			int can = 0;
@@ -668,7 +668,7 @@ static int ctx_settings(struct thaw *t, const struct gs_ctx_rec *c, CUcontext re
 static int build_contexts(struct thaw *t, const struct snaps *sn)
 {
 	for (size_t i = 0; i < sn->ctx.n; i++) {
-		const struct gs_ctx_rec *c = VEC_AT(sn->ctx, struct gs_ctx_rec, i);
+		const struct gs_ctx_rec *c = RP_VEC_AT(sn->ctx, struct gs_ctx_rec, i);
 		int real = real_of(t, c->device);
 		CUcontext ctx = NULL;
 		struct made *m;
@@ -740,7 +740,7 @@ static int build_contexts(struct thaw *t, const struct snaps *sn)
 
 	/* Peer access, now that every context exists. */
 	for (size_t i = 0; i < sn->ctx.n; i++) {
-		const struct gs_ctx_rec *c = VEC_AT(sn->ctx, struct gs_ctx_rec, i);
+		const struct gs_ctx_rec *c = RP_VEC_AT(sn->ctx, struct gs_ctx_rec, i);
 		uint64_t self = new_real(t, GS_KIND_CTX, c->hdr.app);
 
 		for (int p = 0; p < t->ndev && p < 64; p++) {
@@ -778,7 +778,7 @@ static int build_arenas(struct thaw *t, const struct snaps *sn)
 			continue;
 		/* Devices whose contexts enabled peer access to this one. */
 		for (size_t i = 0; i < sn->ctx.n; i++) {
-			const struct gs_ctx_rec *c = VEC_AT(sn->ctx, struct gs_ctx_rec, i);
+			const struct gs_ctx_rec *c = RP_VEC_AT(sn->ctx, struct gs_ctx_rec, i);
 			int acc = real_of(t, c->device);
 			bool dup = false;
 
@@ -828,7 +828,7 @@ static int build_vmm(struct thaw *t, const struct snaps *sn)
 
 	gs_inside_begin();
 	for (size_t i = 0; i < sn->resv.n && rc == CUDA_SUCCESS; i++) {
-		const struct gs_resv_rec *v = VEC_AT(sn->resv, struct gs_resv_rec, i);
+		const struct gs_resv_rec *v = RP_VEC_AT(sn->resv, struct gs_resv_rec, i);
 		CUdeviceptr p = 0;
 
 		if (v->owner != GS_OWNER_APP)
@@ -853,7 +853,7 @@ static int build_vmm(struct thaw *t, const struct snaps *sn)
 		m->size = v->size;
 	}
 	for (size_t i = 0; i < sn->phys.n && rc == CUDA_SUCCESS; i++) {
-		const struct gs_phys_rec *p = VEC_AT(sn->phys, struct gs_phys_rec, i);
+		const struct gs_phys_rec *p = RP_VEC_AT(sn->phys, struct gs_phys_rec, i);
 		CUmemAllocationProp prop = p->prop;
 		CUmemGenericAllocationHandle h = 0;
 
@@ -875,7 +875,7 @@ static int build_vmm(struct thaw *t, const struct snaps *sn)
 		m->size = p->size;
 	}
 	for (size_t i = 0; i < sn->map.n && rc == CUDA_SUCCESS; i++) {
-		const struct map_snap *s = VEC_AT(sn->map, struct map_snap, i);
+		const struct map_snap *s = RP_VEC_AT(sn->map, struct map_snap, i);
 		CUmemAccessDesc desc[GS_MAX_DEVICES];
 		uint64_t h = map_phys(t, s->m.phys);
 
@@ -906,18 +906,20 @@ static int build_vmm(struct thaw *t, const struct snaps *sn)
 	/* References: one from cuMemCreate; the application holds
 	 * handle_refs, and its mappings hold the memory on their own. */
 	for (size_t i = 0; i < sn->phys.n && rc == CUDA_SUCCESS; i++) {
-		const struct gs_phys_rec *p = VEC_AT(sn->phys, struct gs_phys_rec, i);
+		const struct gs_phys_rec *p = RP_VEC_AT(sn->phys, struct gs_phys_rec, i);
 		struct made *pm = NULL;
 		uint64_t va = 0;
 
 		if (p->owner != GS_OWNER_APP || p->handle_refs == 1)
 			continue;
-		for (size_t k = 0; k < t->nmade && !pm; k++)
-			if (t->made[k].what == MADE_PHYS && t->made[k].app == p->hdr.app)
-				pm = &t->made[k];
+		pm = made_find(t, GS_KIND_PHYS, p->hdr.app);
+		if (!pm) {
+			rc = CUDA_ERROR_INVALID_HANDLE;
+			break;
+		}
 		for (size_t k = 0; k < sn->map.n && !va; k++)
-			if (VEC_AT(sn->map, struct map_snap, k)->m.phys == p->hdr.app)
-				va = VEC_AT(sn->map, struct map_snap, k)->m.hdr.app;
+			if (RP_VEC_AT(sn->map, struct map_snap, k)->m.phys == p->hdr.app)
+				va = RP_VEC_AT(sn->map, struct map_snap, k)->m.hdr.app;
 		what = "re-creating references to";
 		where = p->hdr.app;
 		if (p->handle_refs == 0) {
@@ -955,7 +957,7 @@ static int build_vmm(struct thaw *t, const struct snaps *sn)
 static int build_host(struct thaw *t, const struct snaps *sn)
 {
 	for (size_t i = 0; i < sn->host.n; i++) {
-		const struct gs_host_rec *h = VEC_AT(sn->host, struct gs_host_rec, i);
+		const struct gs_host_rec *h = RP_VEC_AT(sn->host, struct gs_host_rec, i);
 		uint64_t ctx = new_real(t, GS_KIND_CTX, (uintptr_t)h->d.ctx);
 		unsigned flags = h->d.kind == GS_HOST_ALLOC ? gs_hostmem_register_flags(h->d.flags)
 							    : h->d.flags;
@@ -1104,7 +1106,7 @@ static int build_code(struct thaw *t, const struct snaps *sn)
 {
 	/* Libraries: context-independent, loaded once. */
 	for (size_t i = 0; i < sn->library.n; i++) {
-		uint64_t app = *VEC_AT(sn->library, uint64_t, i);
+		uint64_t app = *RP_VEC_AT(sn->library, uint64_t, i);
 		struct load ld = { .t = t };
 
 		gs_inside_begin();
@@ -1121,7 +1123,7 @@ static int build_code(struct thaw *t, const struct snaps *sn)
 		}
 	}
 	for (size_t i = 0; i < sn->kernel.n; i++) {
-		const struct kernel_snap *k = VEC_AT(sn->kernel, struct kernel_snap, i);
+		const struct kernel_snap *k = RP_VEC_AT(sn->kernel, struct kernel_snap, i);
 		uint64_t lib = new_real(t, GS_KIND_LIBRARY, k->library);
 		CUkernel kern = NULL;
 		CUresult rc;
@@ -1142,7 +1144,7 @@ static int build_code(struct thaw *t, const struct snaps *sn)
 
 	/* Modules, in their contexts. */
 	for (size_t i = 0; i < sn->module.n; i++) {
-		const struct module_snap *m = VEC_AT(sn->module, struct module_snap, i);
+		const struct module_snap *m = RP_VEC_AT(sn->module, struct module_snap, i);
 		struct load ld = { .t = t, .ctx = new_real(t, GS_KIND_CTX, m->ctx),
 				   .real_device = real_of(t, m->device) };
 		enum made_what what = MADE_MODULE;
@@ -1186,7 +1188,7 @@ static int build_code(struct thaw *t, const struct snaps *sn)
 
 	/* Functions, and what the application set on them. */
 	for (size_t i = 0; i < sn->func.n; i++) {
-		const struct func_snap *fs = VEC_AT(sn->func, struct func_snap, i);
+		const struct func_snap *fs = RP_VEC_AT(sn->func, struct func_snap, i);
 		const struct gs_function_rec *f = &fs->f;
 		CUfunction fn = NULL;
 		CUresult rc;
@@ -1279,7 +1281,7 @@ static int build_code(struct thaw *t, const struct snaps *sn)
 static int build_streams_events(struct thaw *t, const struct snaps *sn)
 {
 	for (size_t i = 0; i < sn->stream.n; i++) {
-		const struct gs_stream_rec *s = VEC_AT(sn->stream, struct gs_stream_rec, i);
+		const struct gs_stream_rec *s = RP_VEC_AT(sn->stream, struct gs_stream_rec, i);
 		uint64_t ctx = new_real(t, GS_KIND_CTX, s->ctx);
 		CUstream st = NULL;
 		CUresult rc;
@@ -1306,7 +1308,7 @@ static int build_streams_events(struct thaw *t, const struct snaps *sn)
 		}
 	}
 	for (size_t i = 0; i < sn->event.n; i++) {
-		const struct gs_event_rec *e = VEC_AT(sn->event, struct gs_event_rec, i);
+		const struct gs_event_rec *e = RP_VEC_AT(sn->event, struct gs_event_rec, i);
 		uint64_t ctx = new_real(t, GS_KIND_CTX, e->ctx);
 		CUevent ev = NULL;
 		CUresult rc;
@@ -1387,6 +1389,7 @@ static int restore_memory(struct thaw *t, const char *image_dir)
 static int commit(struct thaw *t, uint64_t *moved)
 {
 	struct gs_devmap *dm = gs_trk_devmap();
+	struct rp_index by_va = { 0 };
 	int ndev = rp_real_device_count();
 	int rc;
 
@@ -1406,16 +1409,32 @@ static int commit(struct thaw *t, uint64_t *moved)
 			return rc;
 		}
 	}
+	/* Every record of a variable follows it: the application may know it
+	 * by several addresses (looked up again after an earlier migration).
+	 * Records keep the address the application knows. */
 	*moved = 0;
-	for (size_t i = 0; i < t->s->nregions; i++) {
-		const struct rp_region *g = &t->s->regions[i];
+	for (size_t j = 0; j < t->s->nregions; j++)
+		if (t->s->regions[j].kind == RP_REGION_GLOBAL &&
+		    rp_index_put(&by_va, t->s->regions[j].va, j) != 0)
+			t->oom = true;
+	for (size_t i = 0; i < t->nglobals; i++) {
+		const struct global_snap *k = &t->globals[i];
+		const struct rp_region *g;
+		uint64_t j;
 
-		if (g->kind != RP_REGION_GLOBAL || !g->tracked)
+		/* Records hold the addresses cuModuleGetGlobal gave: starts. */
+		if (!rp_index_get(&by_va, k->real, &j))
 			continue;
-		/* The record keeps the address the application knows. */
-		if (gs_trk_rebind(GS_KIND_GLOBAL, g->app_va, g->dest) == 0 && g->app_va != g->dest)
+		g = &t->s->regions[j];
+		if (gs_trk_rebind(GS_KIND_GLOBAL, k->app, g->dest) == 0 && k->app != g->dest)
 			(*moved)++;
 	}
+	rp_index_free(&by_va);
+	if (t->oom)
+		gs_error("out of memory: some module variables' records keep their old address");
+	if (rp_moved_globals_publish())
+		gs_error("out of memory: module variables moved by this migration cannot be "
+			 "reached at the addresses the application knows");
 	rc = gs_devmap_set(dm, t->map, t->ndev);
 	if (rc)
 		gs_error("the device-ordinal map could not be switched (%d)", rc);
@@ -1427,6 +1446,35 @@ static int commit(struct thaw *t, uint64_t *moved)
 }
 
 /* ---- the operation ------------------------------------------------------------------------ */
+
+struct global_walk {
+	struct thaw *t;
+	size_t cap;
+};
+
+/* Under the tracker lock: no tracker call here. */
+static int copy_global(const struct gs_rec *rec, void *arg)
+{
+	struct global_walk *w = arg;
+
+	if (w->t->nglobals == w->cap)
+		return 1;
+	w->t->globals[w->t->nglobals++] = (struct global_snap){ .app = rec->app,
+								.real = rec->real };
+	return 0;
+}
+
+static int globals_take(struct thaw *t)
+{
+	/* The gate is closed: the count cannot change before the walk. */
+	struct global_walk w = { .t = t, .cap = gs_trk_count(GS_KIND_GLOBAL) };
+
+	t->globals = calloc(w.cap ? w.cap : 1, sizeof(*t->globals));
+	if (!t->globals)
+		return -ENOMEM;
+	gs_trk_foreach(GS_KIND_GLOBAL, copy_global, &w);
+	return 0;
+}
 
 static int64_t now_ms(void)
 {
@@ -1452,6 +1500,8 @@ int rp_thaw(const int *map, const char *image_dir, const struct gs_progress *pro
 	if (!image_dir)
 		image_dir = rp.saved.image_dir;
 	rc = snaps_take(&sn);
+	if (!rc)
+		rc = globals_take(&t);
 	if (rc) {
 		rc = rp_fail(err, rc, "out of memory listing the saved objects");
 		goto out;
@@ -1522,7 +1572,10 @@ int rp_thaw(const int *map, const char *image_dir, const struct gs_progress *pro
 	gs_gate_open();
 	gs_info("thawed in %lld ms (epoch %u)", (long long)(now_ms() - t0), epoch);
 out:
+	for (int k = 0; k < GS_KIND_COUNT; k++)
+		rp_index_free(&t.by_app[k]);
 	free(t.made);
+	free(t.globals);
 	snaps_free(&sn);
 	json_decref(t.warnings);
 	return rc;

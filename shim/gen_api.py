@@ -636,6 +636,33 @@ IDENTITY_HANDLES = {
 DEVICE_TYPE = 'CUdevice'      # an ordinal: the device map (handlemap.h)
 MEMLOC_TYPE = 'CUmemLocation'  # id is a device ordinal when type is DEVICE
 
+# Device addresses (DESIGN.md §5 keeps them, except those of __device__
+# globals, which the driver places anew when a thaw reloads their module):
+# once a global moved, every CUdeviceptr the application passes is mapped
+# through the set of moved ranges (translate.h), independently of the
+# handle rules above.
+DEVPTR_TYPE = 'CUdeviceptr'
+# Outputs that return a global's address: mapped back to the old one. The
+# pointer queries that can also return one (cuMemGetAddressRange,
+# cuPointerGetAttribute) are custom exports of the arena.
+DEVPTR_OUTPUTS = {
+    'cuModuleGetGlobal_v2': ('dptr',),
+    'cuLibraryGetGlobal': ('dptr',),
+}
+# Non-const CUdeviceptr arrays that are inputs, with their element count.
+DEVPTR_IN_ARRAYS = {
+    'cuMemcpyBatchAsync_v2': {'dsts': 'count', 'srcs': 'count'},
+}
+# Launches whose kernel parameters may hold a moved global's address:
+# (function parameter, kernelParams, extra or None).
+LAUNCH_PARAMS = {
+    'cuLaunchKernel': ('f', 'kernelParams', 'extra'),
+    'cuLaunchCooperativeKernel': ('f', 'kernelParams', None),
+    'cuLaunchKernelEx': ('f', 'kernelParams', 'extra'),
+}
+# Unloading drops the code's globals: their ranges leave the moved set.
+UNLOAD_SYMBOLS = ('cuModuleUnload', 'cuLibraryUnload')
+
 XLAT_TAGS = ('xlat-in', 'xlat-out', 'xlat-new', 'xlat-count', 'xlat-device',
              'xlat-none', 'xlat-unsupported', 'xlat-hook')
 
@@ -894,6 +921,61 @@ class TypeTable:
         self.shapes[name] = res
         return res
 
+    def is_devptr(self, name):
+        seen = set()
+        while name and name not in seen:
+            seen.add(name)
+            # CUdeviceptr_v1 is the 32-bit address of legacy entry points.
+            if name == DEVPTR_TYPE or name.startswith(DEVPTR_TYPE + '_v') and name != DEVPTR_TYPE + '_v1':
+                return True
+            d = self.aliases.get(name)
+            if d is None or d.agg is not None or d.ptr or d.fnptr:
+                return False
+            name = d.base
+        return False
+
+    def dev_shape(self, name):
+        """Device-address shape of a by-value type name: None,
+        ('devptr',), ('struct', [path]) of its CUdeviceptr members, or
+        ('complex', why) when one is in a union, an array or behind a
+        pointer."""
+        key = ('dev', name)
+        if key in self.shapes:
+            return self.shapes[key]
+        self.shapes[key] = None
+        if self.is_devptr(name):
+            res = ('devptr',)
+        else:
+            agg = self.agg_of(name)
+            res = self.dev_agg_shape(agg, name) if agg is not None else None
+        self.shapes[key] = res
+        return res
+
+    def dev_agg_shape(self, agg, label):
+        paths = []
+        for mname, d in agg.members:
+            if d.fnptr:
+                continue
+            mlabel = '%s.%s' % (label, mname or '(anonymous)')
+            if d.agg is not None:
+                s = self.dev_agg_shape(d.agg, mlabel)
+            else:
+                s = self.dev_shape(d.base) if d.base else None
+            if s is None:
+                continue
+            if s[0] == 'complex':
+                return s
+            if d.ptr:
+                return ('complex', '%s points to device addresses' % mlabel)
+            if agg.kind == 'union' or d.array or mname is None:
+                return ('complex', '%s: device addresses in a %s'
+                        % (mlabel, 'union' if agg.kind == 'union' else 'array'))
+            if s[0] == 'struct':
+                paths.extend('%s.%s' % (mname, p) for p in s[1])
+            else:
+                paths.append(mname)
+        return ('struct', paths) if paths else None
+
     def agg_shape(self, agg, label):
         leaves = []
         identity = []
@@ -986,14 +1068,43 @@ class ParamXlat:
         return '%s=%s:%s%s' % (self.name, self.mode, s, extra)
 
 
+class DevXlat:
+    """How one parameter's device addresses are mapped (moved globals):
+       mode: 'in' (by value: a CUdeviceptr, or a structure holding some),
+             'in-ptr' (const pointer to a structure: copied), 'in-array'
+             (`count` CUdeviceptr), 'out' (a global's address the driver
+             returns: mapped back), 'launch' (kernel parameters), 'manual'
+             (hand-written code maps it), 'untranslated' (in a union, an
+             array or behind a pointer: passed as it is)
+       paths: the CUdeviceptr members of a structure ([] for a scalar)."""
+    __slots__ = ('name', 'mode', 'paths', 'type', 'count', 'why')
+
+    def __init__(self, name, mode, paths=(), ctype=None, count=None, why=None):
+        self.name = name
+        self.mode = mode
+        self.paths = list(paths)
+        self.type = ctype
+        self.count = count
+        self.why = why
+
+    def describe(self):
+        s = 'dev:%s=%s' % (self.name, self.mode)
+        if self.paths:
+            s += ':devptr(%s)' % ','.join(self.paths)
+        if self.count:
+            s += '[%s]' % self.count
+        return s
+
+
 class SymXlat:
     """A symbol's translation: 'none' (nothing to map), 'generated',
     'hook' (hand-written in translate.c), 'custom' (the custom export
     translates itself)."""
 
-    def __init__(self, how, params):
+    def __init__(self, how, params, dev=()):
         self.how = how
         self.params = params  # [ParamXlat] for the params that carry something
+        self.dev = list(dev)  # [DevXlat]: device addresses
 
     @property
     def unsupported(self):
@@ -1003,7 +1114,9 @@ class SymXlat:
 def classify_symbol(fn, base, tag, ann, types):
     """Classify every parameter of fn; ann: this base symbol's xlat
     annotations {tag: {arg: value}}. Raises GenError for a parameter that
-    carries handles in a way no rule covers and no annotation settles."""
+    carries handles in a way no rule covers and no annotation settles.
+    Device addresses no rule reaches are listed, not refused: the set of
+    moved ranges is empty unless a global moved, and most never hold one."""
     names = {p.name for p in fn.params}
     for t, args in ann.items():
         for a, v in args.items():
@@ -1012,17 +1125,29 @@ def classify_symbol(fn, base, tag, ann, types):
             if t == 'xlat-count' and v not in names:
                 raise GenError('%s: xlat-count=%s:%s: no parameter %r' % (base, a, v, v))
     res = []
+    dev = []
     for p in fn.params:
         d = param_decl(p)
         x = classify_param(base, tag, ann, types, p, d)
         if x is not None:
             res.append(x)
+        dx = classify_devptr(base, types, p, d, x)
+        if dx is not None:
+            dev.append(dx)
+    if base in LAUNCH_PARAMS:
+        fparam, kparams, extra = LAUNCH_PARAMS[base]
+        if not {fparam, kparams, extra or kparams} <= names:
+            raise GenError('%s: launch parameters %s not found' % (base, LAUNCH_PARAMS[base]))
+        dev.append(DevXlat(kparams, 'launch'))
     if tag == 'custom' or 'xlat-hook' in ann:
         # Hand-written code settles what the rules could not.
         for x in res:
             if x.mode == 'complex':
                 x.mode = 'manual'
-        return SymXlat('custom' if tag == 'custom' else 'hook', res)
+        for dx in dev:
+            if dx.mode not in ('untranslated',):
+                dx.mode = 'manual'
+        return SymXlat('custom' if tag == 'custom' else 'hook', res, dev)
     complex_ = [x for x in res if x.mode == 'complex']
     if complex_:
         raise GenError('%s: parameter %s carries handles the generator cannot translate (%s); '
@@ -1030,7 +1155,45 @@ def classify_symbol(fn, base, tag, ann, types):
                        % (base, complex_[0].name, complex_[0].why, complex_[0].name))
     # Outputs a track hook maps need nothing from the wrapper.
     active = [x for x in res if x.mode not in ('none', 'identity', 'hook')]
-    return SymXlat('generated' if active else 'none', res)
+    active += [dx for dx in dev if dx.mode != 'untranslated']
+    return SymXlat('generated' if active else 'none', res, dev)
+
+
+def classify_devptr(base, types, p, d, x):
+    """The DevXlat of one parameter, or None (x: its handle ParamXlat)."""
+    if d.fnptr or not d.base:
+        return None
+    shape = types.dev_shape(d.base)
+    if shape is None:
+        return None
+    if shape[0] == 'complex':
+        return DevXlat(p.name, 'untranslated', why=shape[1])
+    paths = shape[1] if shape[0] == 'struct' else []
+    if d.ptr == 0:
+        if d.array:
+            return DevXlat(p.name, 'untranslated', why='array parameter')
+        return DevXlat(p.name, 'in', paths, d.base)
+    if d.ptr > 1:
+        return DevXlat(p.name, 'untranslated', why='pointer to pointer')
+    if p.name in DEVPTR_OUTPUTS.get(base, ()):
+        if paths:
+            raise GenError('%s: %s: only CUdeviceptr outputs are mapped back' % (base, p.name))
+        return DevXlat(p.name, 'out', ctype=d.base)
+    count = DEVPTR_IN_ARRAYS.get(base, {}).get(p.name)
+    if count:
+        if paths:
+            raise GenError('%s: %s: not a CUdeviceptr array' % (base, p.name))
+        return DevXlat(p.name, 'in-array', ctype=d.base, count=count)
+    if paths and (d.const or (x is not None and x.mode in ('in-ptr', 'inout-ptr'))):
+        # A structure the driver reads (also when the handle rules copy a
+        # non-const one in: the same copy gets its addresses mapped).
+        return DevXlat(p.name, 'in-ptr', paths, d.base)
+    if not paths and d.const:
+        # const CUdeviceptr *: an array, and nothing says how long.
+        return DevXlat(p.name, 'untranslated', why='input array without a count')
+    # Any other pointer is an output: the address of something new (an
+    # allocation, a reservation, a mapping), never of a moved global.
+    return None
 
 
 def classify_param(base, tag, ann, types, p, d):
@@ -1179,18 +1342,37 @@ def emit_xlat_function(s, fn, sx, helpers):
     """The cold path of one wrapper: translate, call, translate back."""
     decls, pre, post_always, post_ok, frees = [], [], [], [], []
     needs_label = False
+    dev = {dx.name: dx for dx in sx.dev if dx.mode != 'untranslated'}
     if sx.unsupported:
         pre.append('gs_xlat_unsupported(GS_SYM_%s);' % s)
+    launch = [dx for dx in sx.dev if dx.mode == 'launch']
+    if launch:
+        # First, while the function parameter is still the app handle
+        # the tracker knows the layout by.
+        fparam, kparams, extra = LAUNCH_PARAMS[base_of(s)[0]]
+        decls.append('struct gs_kparams_copy gs_kp;')
+        if extra:
+            pre.append('gs_rc = gs_xlat_kernel_params_begin(&gs_kp, %s, &%s, &%s);'
+                       % (fparam, kparams, extra))
+        else:
+            pre.append('gs_rc = gs_xlat_kernel_params_begin(&gs_kp, %s, &%s, NULL);'
+                       % (fparam, kparams))
+        pre.append('if (gs_rc != CUDA_SUCCESS)')
+        pre.append('\treturn gs_rc;')
+        frees.append('gs_xlat_kernel_params_end(&gs_kp);')
     for x in sx.params:
         n = x.name
         if x.mode == 'in':
             pre.extend(xlat_lvalue(n, x.shape, x.type, 'in', helpers))
         elif x.mode in ('in-ptr', 'inout-ptr'):
             copy = 'gs_%s_copy' % n
+            dx = dev.pop(n, None)
             decls.append('%s %s;' % (x.type, copy))
             pre.append('if (%s) {' % n)
             pre.append('\t%s = *%s;' % (copy, n))
             pre.extend('\t' + st for st in xlat_lvalue(copy, x.shape, x.type, 'in', helpers))
+            if dx is not None:
+                pre.extend('\t' + st for st in devptr_stmts(copy, dx.paths))
             if x.mode == 'inout-ptr':
                 decls.append('__typeof__(%s) gs_%s_app = %s;' % (n, n, n))
             pre.append('\t%s = &%s;' % (n, copy))
@@ -1203,6 +1385,9 @@ def emit_xlat_function(s, fn, sx, helpers):
                 post_always.append('\t*gs_%s_app = %s;' % (n, copy))
                 post_always.extend('\t' + st for st in restore_stmts(
                     '(*gs_%s_app)' % n, 'app', x.shape, x.type, helpers))
+                if dx is not None:
+                    post_always.extend('\t(*gs_%s_app).%s = app.%s;' % (n, path, path)
+                                       for path in dx.paths)
                 post_always.append('}')
         elif x.mode == 'in-array':
             copy = 'gs_%s_copy' % n
@@ -1243,8 +1428,48 @@ def emit_xlat_function(s, fn, sx, helpers):
                                                            d, helpers))
             post_ok.append('\t}')
             post_ok.append('}')
-    o = ['/* %s */\n' % ' '.join(x.describe() for x in sx.params
-                                   if x.mode not in ('none', 'identity', 'hook'))]
+    for dx in sx.dev:
+        if dx.name not in dev or dx.mode == 'launch':
+            continue
+        n = dx.name
+        if dx.mode == 'in':
+            pre.extend(devptr_stmts(n, dx.paths))
+        elif dx.mode == 'in-ptr':
+            copy = 'gs_%s_dev' % n
+            decls.append('%s %s;' % (dx.type, copy))
+            pre.append('if (%s) {' % n)
+            pre.append('\t%s = *%s;' % (copy, n))
+            pre.extend('\t' + st for st in devptr_stmts(copy, dx.paths))
+            pre.append('\t%s = &%s;' % (n, copy))
+            pre.append('}')
+        elif dx.mode == 'in-array':
+            copy = 'gs_%s_dev' % n
+            stack = 'gs_%s_devstack' % n
+            cnt = 'gs_%s_devcount' % n
+            decls.append('%s %s[%d], *%s = NULL;' % (dx.type, stack, STACK_COPIES, copy))
+            decls.append('size_t %s = %s;' % (cnt, count_expr(fn, dx.count)))
+            pre.append('if (%s && %s) {' % (n, cnt))
+            pre.append('\tif (%s <= %d)' % (cnt, STACK_COPIES))
+            pre.append('\t\t%s = %s;' % (copy, stack))
+            pre.append('\telse if (%s <= SIZE_MAX / sizeof(*%s))' % (cnt, copy))
+            pre.append('\t\t%s = malloc(%s * sizeof(*%s));' % (copy, cnt, copy))
+            pre.append('\tif (!%s) {' % copy)
+            pre.append('\t\tgs_rc = CUDA_ERROR_OUT_OF_MEMORY;')
+            pre.append('\t\tgoto gs_out;')
+            pre.append('\t}')
+            pre.append('\tfor (size_t gs_i = 0; gs_i < %s; gs_i++)' % cnt)
+            pre.append('\t\t%s[gs_i] = gs_xlat_devptr(%s[gs_i]);' % (copy, n))
+            pre.append('\t%s = %s;' % (n, copy))
+            pre.append('}')
+            frees.append('if (%s != %s)\n\t\tfree(%s);' % (copy, stack, copy))
+            needs_label = True
+        elif dx.mode == 'out':
+            post_ok.append('if (%s)' % n)
+            post_ok.append('\t*%s = gs_xlat_devptr_app(*%s);' % (n, n))
+    o = ['/* %s */\n' % ' '.join([x.describe() for x in sx.params
+                                    if x.mode not in ('none', 'identity', 'hook')] +
+                                   [dx.describe() for dx in sx.dev
+                                    if dx.mode != 'untranslated'])]
     o.append('static GS_XLAT_COLD CUresult gs_xlat_%s(gs_fn_%s *gs_fn%s)\n{\n'
              % (s, s, ''.join(', ' + p.decl for p in fn.params)))
     for d in decls:
@@ -1268,6 +1493,14 @@ def emit_xlat_function(s, fn, sx, helpers):
     return ''.join(o)
 
 
+def devptr_stmts(lv, paths):
+    """Map the device addresses of lvalue lv (a CUdeviceptr when paths is
+    empty, else the members named) to where they are now."""
+    if not paths:
+        return ['%s = gs_xlat_devptr(%s);' % (lv, lv)]
+    return ['%s.%s = gs_xlat_devptr(%s.%s);' % (lv, p, lv, p) for p in paths]
+
+
 def restore_stmts(dst, app, shape, ctype, helpers):
     """Put the application's values of the translated members back."""
     if shape[0] == 'struct':
@@ -1278,7 +1511,7 @@ def restore_stmts(dst, app, shape, ctype, helpers):
 
 def xlat_summary(sx):
     """One line for g_symbols.txt."""
-    parts = [x.describe() for x in sx.params]
+    parts = [x.describe() for x in sx.params] + [dx.describe() for dx in sx.dev]
     return '%s\t%s' % (sx.how, ' '.join(parts) if parts else '-')
 
 
@@ -1407,7 +1640,10 @@ WRAPPER_PRELUDE = '''\
  *      gs_xlat_hook_SYMBOL (translate.c). The wrapper's own arguments keep
  *      the application's values, so the track hook sees app handles for its
  *      inputs (and the real handles the driver wrote for the outputs it
- *      maps itself).
+ *      maps itself). The same step maps device addresses of __device__
+ *      globals that moved (translate.h), and gives back their old address
+ *      where the driver returns one, so a global look-up's hook records the
+ *      address the application knows.
  */
 
 '''
@@ -1466,6 +1702,10 @@ def emit_wrappers_c(funcs, syms, tags, xlats, types):
         if tag == 'track':
             o.append('\tif (gs_rc == CUDA_SUCCESS)\n\t\tgs_track_%s(%s%s);\n'
                      % (base, ptds_c, (', ' + args) if args else ''))
+        if base in UNLOAD_SYMBOLS:
+            # After the hook has dropped the code's globals.
+            o.append('\tif (GS_UNLIKELY(gs_migrated_load()) && gs_rc == CUDA_SUCCESS)\n'
+                     '\t\tgs_xlat_moved_globals_unloaded();\n')
         if tag != 'nogate':
             o.append('\tgs_gate_exit(gs_self);\n')
         o.append('\treturn gs_rc;\n}\n\n')
@@ -1598,10 +1838,13 @@ def emit_symbols_txt(syms, tags, abis, funcs, xlats):
              '# out-array, new, hook (the track hook maps it), identity (a handle with no\n'
              '# map), none, unsupported, manual (the hand-written code maps it). WHAT:\n'
              '# ctx, stream, ..., device, memloc,\n'
-             '# struct(member:what,...).\n')
+             '# struct(member:what,...). Device addresses (moved __device__ globals):\n'
+             '# dev:NAME=MODE[:devptr(member,...)][COUNT], MODE: in, in-ptr, in-array,\n'
+             '# out (a global\'s address, mapped back), launch (kernel parameters),\n'
+             '# manual, untranslated (in a union, an array, behind a pointer).\n')
     for s in syms:
         sx = xlats[s]
-        if not sx.params and sx.how != 'hook':
+        if not sx.params and not sx.dev and sx.how != 'hook':
             continue
         o.append('xlat\t%s\t%s\n' % (s, xlat_summary(sx)))
     return ''.join(o)

@@ -22,11 +22,15 @@
  *   - gs_xlat_adopt: a handle of a new object that no tracking hook records
  *     is registered, keeping its value unless that collides with a live app
  *     handle (then a fresh synthetic one).
+ *
+ * Device addresses stay the same across a migration, except those of
+ * __device__ globals: see "device addresses of moved __device__ globals".
  */
 #ifndef GS_TRANSLATE_H
 #define GS_TRANSLATE_H
 
 #include <cuda.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -94,6 +98,108 @@ void gs_xlat_memloc_to_app(CUmemLocation *loc);
 /* cuPointerGetAttribute(s) answered by the driver: the context and device
  * ordinal attributes, real -> app, in place. Other attributes untouched. */
 void gs_xlat_pointer_attr_to_app(CUpointer_attribute attr, void *data);
+
+/* ---- device addresses of moved __device__ globals ------------------------ */
+/*
+ * Device memory keeps its addresses across a migration (DESIGN.md §5), but a
+ * module's __device__ variables live in memory the driver places when it
+ * loads the module: after the thaw reloads it, each variable the
+ * application looked up is at a new address while the application still
+ * holds the old one. From the thaw on, addresses inside an old range are
+ * mapped to the new storage wherever the shim sees them as CUdeviceptr
+ * arguments (by value, in const structures, in kernel parameters), and the
+ * few calls that return a global's address map it back.
+ *
+ * The set is an immutable sorted array published through an atomic
+ * pointer: readers take no lock, and before any global moved the look-up
+ * is one load and a branch. Every reader runs inside the gate (generated
+ * wrappers, translate.c hooks, the arena's pointer queries), and the thaw
+ * publishes with the gate closed, so no reader can hold the array it
+ * replaces: that one is freed at once. A set published with the gate open
+ * (after a module unload, gs_xlat_moved_globals_unloaded) only retires the
+ * old array, freed by the next thaw's publication.
+ */
+struct gs_moved_range {
+	CUdeviceptr old_va; /* the address the application holds */
+	CUdeviceptr new_va; /* where the variable is now */
+	size_t size;        /* bytes; 0 counts as 1 (the address itself) */
+};
+
+struct gs_moved_set;
+
+/* NULL while no global has moved. Read through the helpers below. */
+extern _Atomic(const struct gs_moved_set *) gs_xlat_moved;
+
+CUdeviceptr gs_xlat_moved_to_real(const struct gs_moved_set *s, CUdeviceptr app);
+CUdeviceptr gs_xlat_moved_to_app(const struct gs_moved_set *s, CUdeviceptr real);
+
+/* An address the application passes -> the address the driver must get. */
+static inline CUdeviceptr gs_xlat_devptr(CUdeviceptr app)
+{
+	const struct gs_moved_set *s = atomic_load_explicit(&gs_xlat_moved,
+							     memory_order_acquire);
+
+	return GS_UNLIKELY(s != NULL) ? gs_xlat_moved_to_real(s, app) : app;
+}
+
+/* A global's address the driver returns -> the one the application knows. */
+static inline CUdeviceptr gs_xlat_devptr_app(CUdeviceptr real)
+{
+	const struct gs_moved_set *s = atomic_load_explicit(&gs_xlat_moved,
+							     memory_order_acquire);
+
+	return GS_UNLIKELY(s != NULL) ? gs_xlat_moved_to_app(s, real) : real;
+}
+
+/*
+ * Thaw, with the gate closed: replace the whole set. Ranges may come in any
+ * order; old ranges must not overlap each other, nor new ranges each other
+ * (-EINVAL, the set unchanged). Ranges with old_va == new_va are dropped;
+ * n == 0 empties the set. 0, -EINVAL or -ENOMEM.
+ */
+int gs_xlat_set_moved_globals(const struct gs_moved_range *ranges, size_t n);
+
+/* Thaw, with the gate closed, after gs_trk_rebind of every global: the set
+ * built from the tracker's global records whose real address differs from
+ * the app one. Returns the number of moved globals, or -errno. */
+int gs_xlat_refresh_moved_globals(void);
+
+/* After a module or library was unloaded on the migrated path (gate open):
+ * drops the ranges of globals the tracker no longer has. */
+void gs_xlat_moved_globals_unloaded(void);
+
+/* Number of ranges in the set. */
+size_t gs_xlat_moved_count(void);
+
+/*
+ * Kernel parameters holding the address of a moved global (8-byte
+ * parameters, layout from the tracker). gs_xlat_kernel_params_begin points
+ * *kernel_params (and *extra, either may be NULL) at private copies with
+ * the new addresses when any parameter needs it, and leaves them as they
+ * are otherwise; the application's arrays are never written. The driver
+ * copies parameters at launch, so the copies live only until
+ * gs_xlat_kernel_params_end, after the call. `f` is the app-visible
+ * CUfunction (or a CUkernel passed as one). CUDA_SUCCESS, or
+ * CUDA_ERROR_OUT_OF_MEMORY.
+ */
+#define GS_KPARAMS_STACK 32
+#define GS_KPARAMS_EXTRA_STACK 256
+
+struct gs_kparams_copy {
+	void **params;       /* the kernelParams copy, or NULL */
+	uint64_t *values;    /* the translated values it points to */
+	void **extra;        /* the extra copy, or NULL */
+	unsigned char *buffer; /* the extra parameter buffer copy */
+	/* storage for small launches */
+	void *params_stack[GS_KPARAMS_STACK];
+	uint64_t values_stack[GS_KPARAMS_STACK];
+	void *extra_stack[8];
+	_Alignas(16) unsigned char buffer_stack[GS_KPARAMS_EXTRA_STACK];
+};
+
+CUresult gs_xlat_kernel_params_begin(struct gs_kparams_copy *c, CUfunction f,
+				     void ***kernel_params, void ***extra);
+void gs_xlat_kernel_params_end(struct gs_kparams_copy *c);
 
 /* ---- what is not translated ------------------------------------------------ */
 

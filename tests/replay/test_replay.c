@@ -7,8 +7,9 @@
  *   basic     freeze, release to host memory, thaw on the other GPU; a
  *             thread blocked at the gate meanwhile goes on, in its context
  *   pingpong  0 -> 1 -> 0 -> 1, changing contents in between
- *   stack     two contexts on two GPUs, swapped by a map; the thread's
- *             context stack comes back in order
+ *   stack     two contexts on two GPUs, swapped by maps three times in a
+ *             row; the thread's context stack comes back in order
+ *   relthread a thread that had a context runs a migration itself
  *   nocode    a cubin-only sm_90 module refuses sm_80, then goes to sm_90
  *   fault     every driver call of a thaw failing in turn (SIMCUDA_FAIL, in
  *             child processes): each thaw undoes itself, a retry works
@@ -206,7 +207,11 @@ static int scenario_stack(void)
 	/* Both set up from this thread: its stack ends [w0.ctx, w1.ctx]. */
 	if (wl_setup(&w0, 0, fatbin()) || wl_setup(&w1, 1, fatbin()))
 		return -1;
-	if (op_freeze() || op_release(NULL) || op_thaw("0=1,1=0", NULL))
+	/* Three migrations in a row, this thread making no call in between:
+	 * its stack still holds the handles of two migrations ago. */
+	if (op_freeze() || op_release(NULL) || op_thaw("0=1,1=0", NULL) ||
+	    op_freeze() || op_release(NULL) || op_thaw("0=0,1=1", NULL) ||
+	    op_freeze() || op_release(NULL) || op_thaw("0=1,1=0", NULL))
 		return -1;
 	/* Any call repairs the stack first. */
 	CU(cuCtxGetCurrent(&top));
@@ -226,6 +231,59 @@ static int scenario_stack(void)
 	if (wl_verify(&w1, 0) || wl_teardown(&w1))
 		return -1;
 	return wl_teardown(&w0);
+}
+
+/* ---- relthread ------------------------------------------------------------------------ */
+
+/* A thread that held a context before a migration and made no call since
+ * runs the next migration itself: its stack, parked while it destroys the
+ * contexts, belongs to the epoch before. */
+struct relthread {
+	struct wl *w;
+	atomic_int stage;
+	int rc;
+	CUcontext current;
+};
+
+static void *relthread_main(void *arg)
+{
+	struct relthread *r = arg;
+	CUcontext app = NULL;
+
+	r->rc = cuCtxSetCurrent(r->w->ctx) == CUDA_SUCCESS ? 0 : -1;
+	atomic_store(&r->stage, 1);
+	while (atomic_load(&r->stage) < 2)
+		sleep_ms(1);
+	if (!r->rc)
+		r->rc = migrate("0");
+	if (!r->rc)
+		r->rc = cuCtxGetCurrent(&app) == CUDA_SUCCESS ? 0 : -1;
+	gs_real.cuCtxGetCurrent(&r->current);
+	atomic_store(&r->stage, 3);
+	return NULL;
+}
+
+static int scenario_relthread(void)
+{
+	struct wl w;
+	struct relthread r = { .w = &w };
+	pthread_t th;
+
+	if (wl_setup(&w, 0, fatbin()))
+		return -1;
+	REQUIRE(pthread_create(&th, NULL, relthread_main, &r) == 0, "pthread_create");
+	while (atomic_load(&r.stage) < 1)
+		sleep_ms(1);
+	if (migrate("1"))
+		return -1;
+	atomic_store(&r.stage, 2);
+	pthread_join(th, NULL);
+	CHECK(r.rc == 0, "the thread's migration failed");
+	CHECK(r.current == (CUcontext)(uintptr_t)wl_real(GS_KIND_CTX, (uintptr_t)w.ctx),
+	      "the thread's context is %p, not the new one", (void *)r.current);
+	if (wl_verify(&w, 0))
+		return -1;
+	return wl_teardown(&w);
 }
 
 /* ---- nocode ----------------------------------------------------------------------------- */
@@ -625,6 +683,7 @@ int main(int argc, char **argv)
 	} scenarios[] = {
 		{ "basic", scenario_basic },       { "pingpong", scenario_pingpong },
 		{ "stack", scenario_stack },       { "nocode", scenario_nocode },
+		{ "relthread", scenario_relthread },
 		{ "fault", scenario_fault },       { "fault-child", scenario_fault_child },
 		{ "image", scenario_image },       { "swap", scenario_swap },
 		{ "blockers", scenario_blockers }, { "timeout", scenario_timeout },

@@ -17,6 +17,7 @@
 
 #include "g_api.h"
 #include "gs_kernels.h"
+#include "replay.h"
 #include "replay_test.h"
 #include "rp_internal.h"
 #include "tracker.h"
@@ -307,6 +308,17 @@ int wl_verify(struct wl *w, int rdev)
 	CHECK(gs_trk_with(GS_KIND_GLOBAL, w->g_magic, global_rec_real, &rec_real) == 0 &&
 	      rec_real == g, "the tracker's gs_magic record says %#llx, the variable is at %#llx",
 	      (unsigned long long)rec_real, (unsigned long long)g);
+	/* What the translation of a cached address answers. */
+	{
+		uint64_t moved = 0;
+		bool found = gs_replay_global_addr(w->g_magic + 2, &moved);
+
+		CHECK(g == w->g_magic ? !found : found && moved == g + 2,
+		      "gs_replay_global_addr(%#llx): %d %#llx, the variable is at %#llx",
+		      (unsigned long long)w->g_magic + 2, found, (unsigned long long)moved,
+		      (unsigned long long)g);
+		CHECK(!gs_replay_global_addr(w->big, &moved), "the arena moved?");
+	}
 
 	/* Kernels run on the target and see the restored variables. */
 	{

@@ -38,8 +38,10 @@ EXPECTED = {
     'cuModuleGetFunction': ('generated', {'hfunc': 'hook:function', 'hmod': 'in:module'}),
     'cuCtxCreate_v4': ('generated', {'pctx': 'hook:ctx', 'dev': 'in:device'}),
     # inputs by value
-    'cuLaunchKernel': ('generated', {'f': 'in:function', 'hStream': 'in:stream'}),
-    'cuLaunchKernel_ptsz': ('generated', {'f': 'in:function', 'hStream': 'in:stream'}),
+    'cuLaunchKernel': ('generated', {'f': 'in:function', 'hStream': 'in:stream',
+                                     'dev:kernelParams': 'launch'}),
+    'cuLaunchKernel_ptsz': ('generated', {'f': 'in:function', 'hStream': 'in:stream',
+                                          'dev:kernelParams': 'launch'}),
     'cuDeviceGetAttribute': ('generated', {'dev': 'in:device'}),
     'cuStreamDestroy_v2': ('generated', {'hStream': 'in:stream'}),
     'cuCtxPushCurrent_v2': ('generated', {'ctx': 'in:ctx'}),
@@ -69,16 +71,33 @@ EXPECTED = {
     'cuMemMapArrayAsync': ('generated', {'mapInfoList': 'unsupported', 'hStream': 'in:stream'}),
     'cuStreamGetAttribute': ('generated', {'hStream': 'in:stream', 'value_out': 'none'}),
     # hand-written
-    'cuLaunchKernelEx': ('hook', {'config': 'manual', 'f': 'in:function'}),
+    'cuLaunchKernelEx': ('hook', {'config': 'manual', 'f': 'in:function',
+                                  'dev:kernelParams': 'manual'}),
     'cuLaunchKernelEx_ptsz': ('hook', {'config': 'manual'}),
     'cuDeviceGetCount': ('hook', {}),
     'cuStreamAddCallback': ('hook', {'hStream': 'in:stream'}),
     # custom exports translate for themselves
     'cuStreamEndCapture': ('custom', {'hStream': 'in:stream'}),
+    # device addresses of moved globals
+    'cuMemcpyHtoD_v2': ('generated', {'dev:dstDevice': 'in'}),
+    'cuMemcpyDtoDAsync_v2': ('generated', {'dev:dstDevice': 'in', 'dev:srcDevice': 'in',
+                                           'hStream': 'in:stream'}),
+    'cuMemcpy2D_v2': ('generated', {'dev:pCopy': 'in-ptr:devptr(srcDevice,dstDevice)'}),
+    'cuMemcpy3DPeer_ptds': ('generated',
+                            {'pCopy': 'in-ptr:struct(srcContext:ctx,dstContext:ctx)',
+                             'dev:pCopy': 'in-ptr:devptr(srcDevice,dstDevice)'}),
+    'cuGraphAddMemsetNode': ('generated', {'dev:memsetParams': 'in-ptr:devptr(dst)'}),
+    'cuMemcpyBatchAsync_v2': ('generated', {'dev:dsts': 'in-array[count]',
+                                            'dev:srcs': 'in-array[count]'}),
+    'cuModuleGetGlobal_v2': ('generated', {'hmod': 'in:module', 'dev:dptr': 'out'}),
+    'cuLibraryGetGlobal': ('generated', {'dev:dptr': 'out'}),
+    'cuLaunchCooperativeKernel': ('generated', {'dev:kernelParams': 'launch'}),
+    'cuMemFree_v2': ('custom', {'dev:dptr': 'manual'}),
+    'cuStreamBatchMemOp_v2': ('generated', {'dev:paramArray': 'untranslated'}),
 }
 
 # Entry points with nothing to translate get no line (and no branch).
-ABSENT = ['cuMemcpyHtoD_v2', 'cuInit', 'cuCtxSynchronize', 'cuMemAlloc_v2', 'cuGetErrorString']
+ABSENT = ['cuInit', 'cuCtxSynchronize', 'cuMemAlloc_v2', 'cuGetErrorString']
 
 
 def read_xlat(path):
@@ -185,6 +204,26 @@ def check_wrappers(wrappers_c):
           'gs_xlat_hook_cuLaunchKernelEx(gs_fn, true, config, f, kernelParams, extra)'
           in body, 'cuLaunchKernelEx_ptsz does not call its hand-written hook:\n%s' % body)
     check('gs_translation_pending' not in text, 'translation still pending somewhere')
+    # Kernel parameters: the layout is found by the app handle, so before f
+    # is mapped; the private copies are released after the call.
+    if xl:
+        kp = xl.find('gs_xlat_kernel_params_begin(&gs_kp, f, &kernelParams, &extra)')
+        fx = xl.find('gs_xlat_to_real(GS_KIND_FUNCTION')
+        check(0 <= kp < fx and 'gs_xlat_kernel_params_end(&gs_kp)' in xl,
+              'cuLaunchKernel: kernel parameters not translated first:\n%s' % xl)
+    xl = function_body(text, r'^static GS_XLAT_COLD CUresult gs_xlat_cuMemcpyHtoD_v2\('
+                       r'[^)]*\)\n')
+    check(xl is not None and 'dstDevice = gs_xlat_devptr(dstDevice);' in xl,
+          'cuMemcpyHtoD_v2: dstDevice not mapped:\n%s' % xl)
+    xl = function_body(text, r'^static GS_XLAT_COLD CUresult gs_xlat_cuModuleGetGlobal_v2\('
+                       r'[^)]*\)\n')
+    check(xl is not None and '*dptr = gs_xlat_devptr_app(*dptr);' in xl,
+          'cuModuleGetGlobal_v2: the address is not mapped back:\n%s' % xl)
+    # After the unload hook dropped the code's globals, their ranges go.
+    body = function_body(text, r'^GS_EXPORT CUresult cuModuleUnload\([^)]*\)\n')
+    check(body is not None and
+          body.find('gs_track_cuModuleUnload') < body.find('gs_xlat_moved_globals_unloaded()'),
+          'cuModuleUnload: moved globals not dropped after the hook:\n%s' % body)
 
 
 # ---- the rules, on a header written here -------------------------------------
@@ -208,6 +247,11 @@ typedef S_v1 S;
 typedef union U_u { CUstream s; int x; } U;
 typedef struct P_st { const CUstream *list; unsigned n; } P;
 typedef void (*cb_t)(CUstream s, void *user);
+typedef unsigned long long CUdeviceptr_v2;
+typedef CUdeviceptr_v2 CUdeviceptr;
+typedef unsigned int CUdeviceptr_v1;
+typedef struct C_st { CUdeviceptr src; struct { CUdeviceptr dst; } to; CUcontext ctx; } C;
+typedef union DU_u { CUdeviceptr p; int x; } DU;
 
 CUresult cuOut(CUstream *phStream, CUgraph *phGraph);
 CUresult cuIn(CUstream hStream, CUdevice dev, CUmemLocation loc, int n, cb_t cb);
@@ -219,6 +263,9 @@ CUresult cuPointerMember(const P *p);
 CUresult cuArray(const CUstream *streams, unsigned count);
 CUresult cuOrdinal(CUdevice *device, int ordinal);
 CUresult cuTracked(CUstream *phStream, CUcontext ctx);
+CUresult cuDev(CUdeviceptr d, CUdeviceptr_v1 legacy, const C *c, const DU *u,
+               CUdeviceptr *out, const CUdeviceptr *list);
+CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, const char *name);
 '''
 
 
@@ -231,7 +278,9 @@ def check_rules(gen, cc):
 
         def classify(sym, tag='pass', ann=None):
             sx = gen.classify_symbol(funcs[sym], sym, tag, ann or {}, types)
-            return sx.how, {x.name: x.describe().split('=', 1)[1] for x in sx.params}
+            out = {x.name: x.describe().split('=', 1)[1] for x in sx.params}
+            out.update(dx.describe().split('=', 1) for dx in sx.dev)
+            return sx.how, out
 
         def fails(sym, tag='pass', ann=None, why=''):
             try:
@@ -247,6 +296,18 @@ def check_rules(gen, cc):
         how, p = classify('cuIn')
         check(p == {'hStream': 'in:stream', 'dev': 'in:device', 'loc': 'in:memloc'},
               'cuIn: %s' % p)
+        # Device addresses: by value, members of a const structure (which
+        # also carries a handle), a union and an array without a count are
+        # listed untranslated, outputs are new addresses (except a
+        # global's), 32-bit legacy addresses are not addresses to map.
+        how, p = classify('cuDev')
+        check(how == 'generated' and p == {
+            'c': 'in-ptr:struct(ctx:ctx)',
+            'dev:d': 'in', 'dev:c': 'in-ptr:devptr(src,to.dst)', 'dev:u': 'untranslated',
+            'dev:list': 'untranslated'}, 'cuDev: %s %s' % (how, p))
+        how, p = classify('cuModuleGetGlobal_v2')
+        check(how == 'generated' and p == {'dev:dptr': 'out'},
+              'cuModuleGetGlobal_v2: %s %s' % (how, p))
         how, p = classify('cuStructIn')
         check(p == {'in': 'in-ptr:struct(s:stream,loc:memloc,inner.c:ctx)'},
               'cuStructIn: %s' % p)

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "shim.h"
+#include "gs_kernels.h"
 #include "simcuda.h"
 #include "tracker.h"
 #include "translate.h"
@@ -52,6 +53,20 @@ void simcuda_kernel_report_launch(const simcuda_launch *launch, void **params)
 
 	atomic_store(&launched_on, launch->device);
 	out[0] = 100u + (unsigned)launch->device;
+}
+
+/* The emulation of fill_u32 (gs_kernels.h), whose pointer parameter the
+ * tests point at a global: it writes wherever the address it gets is. */
+void simcuda_kernel_fill_u32(const simcuda_launch *launch, void **params)
+{
+	unsigned *p = (unsigned *)(uintptr_t)*(CUdeviceptr *)params[0];
+	unsigned value = *(unsigned *)params[1];
+	unsigned n = *(unsigned *)params[2];
+	unsigned threads = launch->grid[0] * launch->block[0];
+
+	for (unsigned t = 0; t < threads; t++)
+		for (unsigned i = t; i < n; i += threads)
+			p[i] = value;
 }
 
 /* ---- the application's objects, and the migration ----------------------------------- */
@@ -470,6 +485,251 @@ Test(xlat, unknown_handles_pass_through)
 	cr_assert_eq(gs_xlat_stream(NULL), NULL);
 	cr_assert_eq(gs_xlat_function(app.fn), real.fn);
 	cr_assert_eq(gs_xlat_function_app(real.fn), app.fn);
+}
+
+/* ---- __device__ globals at new addresses ------------------------------------------------ */
+
+/* The module's globals as the application looked them up before the
+ * migration (old), and where the reloaded module has them (new). */
+struct globals {
+	CUdeviceptr magic, table, magic_new, table_new;
+	size_t magic_size, table_size;
+};
+
+static void lookup_globals(const struct objs *app, struct globals *g)
+{
+	CK(cuModuleGetGlobal(&g->magic, &g->magic_size, app->mod, "gs_magic"));
+	CK(cuModuleGetGlobal(&g->table, &g->table_size, app->mod, "gs_table"));
+	cr_assert_eq(g->magic_size, sizeof(int));
+	cr_assert_eq(g->table_size, GS_TABLE_LEN * sizeof(float));
+}
+
+/* migrate(), plus what a thaw does for globals: rebind each to its address
+ * in the reloaded module, then publish the moved set. */
+static void migrate_with_globals(const struct objs *app, struct objs *real, struct globals *g)
+{
+	size_t n;
+
+	migrate(app, real);
+	gs_inside_begin();
+	CK(cuModuleGetGlobal(&g->magic_new, &n, real->mod, "gs_magic"));
+	CK(cuModuleGetGlobal(&g->table_new, &n, real->mod, "gs_table"));
+	gs_inside_end();
+	cr_assert_neq(g->magic_new, g->magic, "the reloaded module kept the address");
+	rebind(GS_KIND_GLOBAL, g->magic, g->magic_new);
+	rebind(GS_KIND_GLOBAL, g->table, g->table_new);
+	cr_assert_eq(gs_xlat_refresh_moved_globals(), 2);
+	cr_assert_eq(gs_xlat_moved_count(), 2);
+}
+
+/* The new storage, read behind the shim's back. */
+static void read_new(CUdeviceptr va, void *host, size_t n)
+{
+	gs_inside_begin();
+	CK(cuMemcpyDtoH(host, va, n));
+	gs_inside_end();
+}
+
+Test(xlat, globals_copies_reach_the_new_storage)
+{
+	struct objs app, real;
+	struct globals g;
+	CUdeviceptr p = 0;
+	size_t size = 0;
+	int magic = 0x600dcafe, got = 0;
+	unsigned table[GS_TABLE_LEN];
+
+	app_setup(&app);
+	lookup_globals(&app, &g);
+	migrate_with_globals(&app, &real, &g);
+
+	CK(cuMemcpyHtoD(g.magic, &magic, sizeof(magic)));
+	read_new(g.magic_new, &got, sizeof(got));
+	cr_assert_eq(got, magic);
+	got = 0;
+	CK(cuMemcpyDtoH(&got, g.magic, sizeof(got)));
+	cr_assert_eq(got, magic);
+	/* An address inside the global, not only its start. */
+	CK(cuMemsetD32(g.table + 4 * sizeof(float), 0x3f800000u, GS_TABLE_LEN - 4));
+	read_new(g.table_new, table, sizeof(table));
+	cr_assert_eq(table[4], 0x3f800000u);
+	cr_assert_eq(table[GS_TABLE_LEN - 1], 0x3f800000u);
+
+	/* The look-up answers with the address the application knows, and
+	 * the tracker keeps one record for it. */
+	CK(cuModuleGetGlobal(&p, &size, app.mod, "gs_magic"));
+	cr_assert_eq(p, g.magic, "got %#llx, old %#llx, new %#llx", (unsigned long long)p,
+		     (unsigned long long)g.magic, (unsigned long long)g.magic_new);
+	cr_assert_eq(size, sizeof(int));
+	cr_assert_eq(gs_trk_count(GS_KIND_GLOBAL), 2);
+}
+
+Test(xlat, globals_in_2d_and_3d_copies)
+{
+	struct objs app, real;
+	struct globals g;
+	unsigned src[GS_TABLE_LEN], table[GS_TABLE_LEN], back[GS_TABLE_LEN] = { 0 };
+	CUDA_MEMCPY2D c2 = {
+		.srcMemoryType = CU_MEMORYTYPE_HOST,
+		.dstMemoryType = CU_MEMORYTYPE_DEVICE,
+		.WidthInBytes = 4 * sizeof(unsigned),
+		.Height = 2,
+		.srcPitch = 4 * sizeof(unsigned),
+		.dstPitch = 8 * sizeof(unsigned),
+	};
+	CUDA_MEMCPY3D c3 = {
+		.srcMemoryType = CU_MEMORYTYPE_DEVICE,
+		.dstMemoryType = CU_MEMORYTYPE_HOST,
+		.WidthInBytes = GS_TABLE_LEN * sizeof(unsigned),
+		.Height = 1,
+		.Depth = 1,
+	};
+
+	for (unsigned i = 0; i < GS_TABLE_LEN; i++)
+		src[i] = 1000 + i;
+	app_setup(&app);
+	lookup_globals(&app, &g);
+	migrate_with_globals(&app, &real, &g);
+	CK(cuMemsetD32(g.table, 0, GS_TABLE_LEN));
+
+	c2.srcHost = src;
+	c2.dstDevice = g.table;
+	CK(cuMemcpy2D(&c2));
+	cr_assert_eq(c2.dstDevice, g.table, "the caller's structure was changed");
+	read_new(g.table_new, table, sizeof(table));
+	cr_assert_eq(table[0], 1000u);
+	cr_assert_eq(table[3], 1003u);
+	cr_assert_eq(table[4], 0u);
+	cr_assert_eq(table[8], 1004u);
+	cr_assert_eq(table[11], 1007u);
+
+	c3.srcDevice = g.table;
+	c3.dstHost = back;
+	CK(cuMemcpy3D(&c3));
+	cr_assert_eq(c3.srcDevice, g.table);
+	cr_assert_eq(memcmp(back, table, sizeof(table)), 0);
+}
+
+/* fill_u32(unsigned *p, unsigned value, unsigned n) with p the old address
+ * of gs_table: every launch form writes the new storage, and the
+ * application's parameter arrays stay as they were. */
+Test(xlat, globals_as_kernel_parameters)
+{
+	struct objs app, real;
+	struct globals g;
+	CUfunction fill;
+	CUdeviceptr ptr;
+	unsigned value = 7, n = GS_TABLE_LEN, table[GS_TABLE_LEN];
+	void *params[3] = { &ptr, &value, &n };
+	struct {
+		uint64_t p;
+		unsigned value, n;
+	} buf;
+	size_t buf_size = sizeof(buf);
+	void *extra[] = { CU_LAUNCH_PARAM_BUFFER_POINTER, &buf, CU_LAUNCH_PARAM_BUFFER_SIZE,
+			  &buf_size, CU_LAUNCH_PARAM_END };
+	CUlaunchConfig cfg = {
+		.gridDimX = 1, .gridDimY = 1, .gridDimZ = 1,
+		.blockDimX = 4, .blockDimY = 1, .blockDimZ = 1,
+	};
+
+	app_setup(&app);
+	CK(cuModuleGetFunction(&fill, app.mod, "fill_u32"));
+	lookup_globals(&app, &g);
+	migrate_with_globals(&app, &real, &g);
+	{
+		CUfunction f_real;
+
+		gs_inside_begin();
+		CK(cuModuleGetFunction(&f_real, real.mod, "fill_u32"));
+		gs_inside_end();
+		rebind(GS_KIND_FUNCTION, U(fill), U(f_real));
+	}
+
+	ptr = g.table;
+	CK(cuLaunchKernel(fill, 1, 1, 1, 4, 1, 1, 0, app.stream, params, NULL));
+	CK(cuStreamSynchronize(app.stream));
+	read_new(g.table_new, table, sizeof(table));
+	for (unsigned i = 0; i < GS_TABLE_LEN; i++)
+		cr_assert_eq(table[i], 7u, "table[%u] = %u", i, table[i]);
+	cr_assert(params[0] == &ptr && ptr == g.table, "the caller's parameters were changed");
+
+	buf.p = g.table;
+	buf.value = 8;
+	buf.n = GS_TABLE_LEN;
+	CK(cuLaunchKernel(fill, 1, 1, 1, 4, 1, 1, 0, app.stream, NULL, extra));
+	CK(cuStreamSynchronize(app.stream));
+	read_new(g.table_new, table, sizeof(table));
+	cr_assert_eq(table[0], 8u);
+	cr_assert_eq(table[GS_TABLE_LEN - 1], 8u);
+	cr_assert(extra[1] == &buf && buf.p == g.table, "the caller's buffer was changed");
+
+	value = 9;
+	cfg.hStream = app.stream;
+	CK(cuLaunchKernelEx(&cfg, fill, params, NULL));
+	CK(cuStreamSynchronize(app.stream));
+	read_new(g.table_new, table, sizeof(table));
+	cr_assert_eq(table[GS_TABLE_LEN - 1], 9u);
+
+	/* An address inside the global, passed as a pointer. */
+	value = 10;
+	n = 1;
+	ptr = g.table + (GS_TABLE_LEN - 1) * sizeof(unsigned);
+	CK(cuLaunchKernel(fill, 1, 1, 1, 1, 1, 1, 0, app.stream, params, NULL));
+	CK(cuStreamSynchronize(app.stream));
+	read_new(g.table_new, table, sizeof(table));
+	cr_assert_eq(table[GS_TABLE_LEN - 1], 10u);
+	cr_assert_eq(table[0], 9u);
+}
+
+/* Unloading the module drops its ranges: the set is empty again. */
+Test(xlat, unloading_drops_moved_globals)
+{
+	struct objs app, real;
+	struct globals g;
+
+	app_setup(&app);
+	lookup_globals(&app, &g);
+	migrate_with_globals(&app, &real, &g);
+	CK(cuModuleUnload(app.mod));
+	cr_assert_eq(gs_trk_count(GS_KIND_GLOBAL), 0);
+	cr_assert_eq(gs_xlat_moved_count(), 0);
+	cr_assert_eq(gs_xlat_devptr(g.magic), g.magic);
+}
+
+/* The set itself: look-ups at the edges, both directions, bad input. */
+Test(xlat, moved_set)
+{
+	const struct gs_moved_range r[] = {
+		{ .old_va = 0x20000, .new_va = 0x90000, .size = 0x100 },
+		{ .old_va = 0x10000, .new_va = 0x80000, .size = 0x10 },
+		{ .old_va = 0x30000, .new_va = 0x30000, .size = 0x10 }, /* did not move */
+		{ .old_va = 0x40000, .new_va = 0xa0000, .size = 0 },    /* size unknown */
+	};
+	const struct gs_moved_range overlap[] = {
+		{ .old_va = 0x10000, .new_va = 0x80000, .size = 0x20 },
+		{ .old_va = 0x10010, .new_va = 0x90000, .size = 0x10 },
+	};
+
+	cr_assert_eq(gs_xlat_devptr(0x10000), 0x10000, "nothing moved yet");
+	cr_assert_eq(gs_xlat_set_moved_globals(r, 4), 0);
+	cr_assert_eq(gs_xlat_moved_count(), 3);
+	cr_assert_eq(gs_xlat_devptr(0x10000), 0x80000);
+	cr_assert_eq(gs_xlat_devptr(0x1000f), 0x8000f);
+	cr_assert_eq(gs_xlat_devptr(0x10010), 0x10010);
+	cr_assert_eq(gs_xlat_devptr(0xffff), 0xffff);
+	cr_assert_eq(gs_xlat_devptr(0x200ff), 0x900ff);
+	cr_assert_eq(gs_xlat_devptr(0x30000), 0x30000);
+	cr_assert_eq(gs_xlat_devptr(0x40000), 0xa0000);
+	cr_assert_eq(gs_xlat_devptr(0x40001), 0x40001);
+	cr_assert_eq(gs_xlat_devptr(0), 0);
+	cr_assert_eq(gs_xlat_devptr_app(0x90010), 0x20010);
+	cr_assert_eq(gs_xlat_devptr_app(0x80010), 0x80010);
+	cr_assert_eq(gs_xlat_set_moved_globals(overlap, 2), -EINVAL);
+	cr_assert_eq(gs_xlat_moved_count(), 3, "a refused set replaced the old one");
+	cr_assert_eq(gs_xlat_set_moved_globals(NULL, 0), 0);
+	cr_assert_eq(gs_xlat_moved_count(), 0);
+	cr_assert_eq(gs_xlat_devptr(0x10000), 0x10000);
 }
 
 /* ---- untranslated calls are recorded ------------------------------------------------- */
