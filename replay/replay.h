@@ -67,17 +67,4 @@ int gs_replay_swap(const char *device_spec, unsigned timeout_ms,
 /* Summary for gpu-ps: state, devices, bytes tracked, counts. */
 int gs_replay_status(json_t **report);
 
-/*
- * Module variables after a migration. A module reloaded on another GPU puts
- * its __device__/__constant__ variables at new device addresses (the driver
- * places module storage), while the application may hold the addresses it
- * looked up before (cuModuleGetGlobal / cuLibraryGetGlobal; cudart caches
- * them for cudaMemcpyToSymbol). For a device address the application
- * passes: when it lies inside such a variable, *real gets the same offset
- * in the variable's storage now and the result is true; otherwise false
- * and *real is untouched. Lock-free, one load while nothing has moved: for
- * the translation of CUdeviceptr arguments after a migration.
- */
-bool gs_replay_global_addr(uint64_t app, uint64_t *real);
-
 #endif

@@ -198,10 +198,6 @@ void rp_epoch_handler_install(void);
  * only, losing the thread's place). */
 void rp_park_own_stack(void);
 
-/* Publish the table gs_replay_global_addr answers from: every variable
- * record whose address moved (call with the gate closed). 0 or -ENOMEM. */
-int rp_moved_globals_publish(void);
-
 /* ---- freeze.c --------------------------------------------------------------------- */
 
 /* Wait for every context's work (real calls). 0 or -errno. */

@@ -224,9 +224,16 @@ static CUresult devmem_address_range(CUdeviceptr *pbase, size_t *psize, CUdevice
 	int dev;
 	enum where w = arena_where(ptr, &al, &dev);
 
-	/* Argument checks are the driver's. */
-	if (w == OUTSIDE || (!pbase && !psize))
-		return GS_MEM_REAL(cuMemGetAddressRange_v2, pbase, psize, ptr);
+	/* Argument checks are the driver's. A module variable a migration moved
+	 * is asked for at its new address and answered at the old one, the
+	 * only one the application knows. */
+	if (w == OUTSIDE || (!pbase && !psize)) {
+		CUresult rc = GS_MEM_REAL(cuMemGetAddressRange_v2, pbase, psize,
+					  gs_xlat_devptr(ptr));
+		if (rc == CUDA_SUCCESS && pbase)
+			*pbase = gs_xlat_devptr_app(*pbase);
+		return rc;
+	}
 	if (w == HOLE)
 		return GS_MEM_REAL(cuMemGetAddressRange_v2, pbase, psize, NOWHERE);
 	/* The size asked for, as the driver reports a cuMemAlloc allocation:
@@ -335,7 +342,7 @@ static CUresult attr_local(CUpointer_attribute attr, void *data, CUdeviceptr ptr
  * migration, those are mapped back to the application's. */
 static CUresult driver_attribute(void *data, CUpointer_attribute attr, CUdeviceptr ptr)
 {
-	CUresult rc = GS_MEM_REAL(cuPointerGetAttribute, data, attr, ptr);
+	CUresult rc = GS_MEM_REAL(cuPointerGetAttribute, data, attr, gs_xlat_devptr(ptr));
 
 	if (rc == CUDA_SUCCESS)
 		gs_xlat_pointer_attr_to_app(attr, data);
@@ -345,7 +352,7 @@ static CUresult driver_attribute(void *data, CUpointer_attribute attr, CUdevicep
 static CUresult driver_attributes(unsigned n, CUpointer_attribute *attrs, void **data,
 				  CUdeviceptr ptr)
 {
-	CUresult rc = GS_MEM_REAL(cuPointerGetAttributes, n, attrs, data, ptr);
+	CUresult rc = GS_MEM_REAL(cuPointerGetAttributes, n, attrs, data, gs_xlat_devptr(ptr));
 
 	for (unsigned i = 0; rc == CUDA_SUCCESS && attrs && data && i < n; i++)
 		gs_xlat_pointer_attr_to_app(attrs[i], data[i]);

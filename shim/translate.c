@@ -310,16 +310,20 @@ static void moved_publish(struct gs_moved_set *s, bool gate_closed)
 	pthread_mutex_lock(&moved_lock);
 	old = (struct gs_moved_set *)atomic_exchange_explicit(&gs_xlat_moved, s,
 							       memory_order_acq_rel);
+	if (gate_closed) {
+		while (moved_retired) {
+			struct gs_moved_set *r = moved_retired;
+
+			moved_retired = r->retired_next;
+			free(r);
+		}
+	}
+	/* The array just replaced waits one more publication even so: a call
+	 * let through the closed gate (nested in one in flight) may still
+	 * be reading it. */
 	if (old) {
 		old->retired_next = moved_retired;
 		moved_retired = old;
-	}
-	if (gate_closed) {
-		while (moved_retired) {
-			old = moved_retired;
-			moved_retired = old->retired_next;
-			free(old);
-		}
 	}
 	pthread_mutex_unlock(&moved_lock);
 }

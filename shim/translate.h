@@ -114,10 +114,12 @@ void gs_xlat_pointer_attr_to_app(CUpointer_attribute attr, void *data);
  * pointer: readers take no lock, and before any global moved the look-up
  * is one load and a branch. Every reader runs inside the gate (generated
  * wrappers, translate.c hooks, the arena's pointer queries), and the thaw
- * publishes with the gate closed, so no reader can hold the array it
- * replaces: that one is freed at once. A set published with the gate open
- * (after a module unload, gs_xlat_moved_globals_unloaded) only retires the
- * old array, freed by the next thaw's publication.
+ * publishes with the gate closed, so no reader holds an array then: a
+ * publication with the gate closed frees the arrays retired before it, and
+ * keeps the one it replaces until the next (a call let through the closed
+ * gate, nested in one in flight, could still be reading it). A set
+ * published with the gate open (after a module unload,
+ * gs_xlat_moved_globals_unloaded) frees nothing.
  */
 struct gs_moved_range {
 	CUdeviceptr old_va; /* the address the application holds */

@@ -17,10 +17,10 @@
 
 #include "g_api.h"
 #include "gs_kernels.h"
-#include "replay.h"
 #include "replay_test.h"
 #include "rp_internal.h"
 #include "tracker.h"
+#include "translate.h"
 
 #define SMALL_BYTES 4096
 #define FILL_WORDS 1024
@@ -308,17 +308,12 @@ int wl_verify(struct wl *w, int rdev)
 	CHECK(gs_trk_with(GS_KIND_GLOBAL, w->g_magic, global_rec_real, &rec_real) == 0 &&
 	      rec_real == g, "the tracker's gs_magic record says %#llx, the variable is at %#llx",
 	      (unsigned long long)rec_real, (unsigned long long)g);
-	/* What the translation of a cached address answers. */
-	{
-		uint64_t moved = 0;
-		bool found = gs_replay_global_addr(w->g_magic + 2, &moved);
-
-		CHECK(g == w->g_magic ? !found : found && moved == g + 2,
-		      "gs_replay_global_addr(%#llx): %d %#llx, the variable is at %#llx",
-		      (unsigned long long)w->g_magic + 2, found, (unsigned long long)moved,
-		      (unsigned long long)g);
-		CHECK(!gs_replay_global_addr(w->big, &moved), "the arena moved?");
-	}
+	/* What the translation layer makes of the address the application
+	 * cached: the variable's new storage, at the same offset. */
+	CHECK(gs_xlat_devptr(w->g_magic + 2) == g + 2, "a cached gs_magic address maps to %#llx, "
+	      "the variable is at %#llx", (unsigned long long)gs_xlat_devptr(w->g_magic + 2),
+	      (unsigned long long)g);
+	CHECK(gs_xlat_devptr(w->big) == w->big, "the arena moved?");
 
 	/* Kernels run on the target and see the restored variables. */
 	{
@@ -404,6 +399,10 @@ int wl_verify_app(struct wl *w, int rdev)
 	CU(cuModuleGetGlobal(&g, &gsize, w->mod, "gs_magic"));
 	CU(cuMemcpyDtoH(&magic, g, sizeof(magic)));
 	CHECK(magic == w->magic, "gs_magic through the application's look-up: %#x", magic);
+	/* The address looked up before the migration, as cudart caches it. */
+	magic = 0;
+	CU(cuMemcpyDtoH(&magic, w->g_magic, sizeof(magic)));
+	CHECK(magic == w->magic, "gs_magic through its cached address: %#x", magic);
 	return replay_failures ? -1 : 0;
 }
 
