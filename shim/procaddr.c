@@ -90,7 +90,7 @@ static int entry_with_real(const char *symbol, void *real)
 	size_t n = gs_proc_entries(symbol, &e);
 
 	for (size_t i = 0; i < n; i++)
-		if (e[i].symbol && fn_addr(gs_real_fn(e[i].symbol_index)) == real)
+		if (e[i].symbol_index >= 0 && fn_addr(gs_real_fn(e[i].symbol_index)) == real)
 			return e[i].symbol_index;
 	return -1;
 }
@@ -117,7 +117,7 @@ static CUresult resolve(const char *symbol, void **pfn, int version, cuuint64_t 
 	/* Whoever asks for cuGetProcAddress gets the shim's: a raw one would
 	 * let every later look-up bypass the shim. */
 	if (e && strcmp(symbol, "cuGetProcAddress") == 0) {
-		if (e->symbol)
+		if (e->symbol_index >= 0)
 			set_pfn(pfn, gs_wrappers[e->symbol_index]);
 		else
 			set_pfn(pfn, (gs_any_fn)cuGetProcAddress);
@@ -129,7 +129,7 @@ static CUresult resolve(const char *symbol, void **pfn, int version, cuuint64_t 
 	if (!asked) {
 		/* A driver without cuGetProcAddress (before CUDA 11.3): the table
 		 * alone decides, limited to what the driver exports. */
-		if (e && e->symbol && gs_real_fn(e->symbol_index)) {
+		if (e && e->symbol_index >= 0 && gs_real_fn(e->symbol_index)) {
 			set_pfn(pfn, gs_wrappers[e->symbol_index]);
 			*status = CU_GET_PROC_ADDRESS_SUCCESS;
 			return CUDA_SUCCESS;
@@ -147,12 +147,12 @@ static CUresult resolve(const char *symbol, void **pfn, int version, cuuint64_t 
 		return rc;
 	}
 
-	if (e && e->symbol && fn_addr(gs_real_fn(e->symbol_index)) == real)
+	if (e && e->symbol_index >= 0 && fn_addr(gs_real_fn(e->symbol_index)) == real)
 		sym = e->symbol_index;
 	if (sym < 0)
 		/* The driver chose another ABI of the name (an older driver). */
 		sym = entry_with_real(symbol, real);
-	if (sym < 0 && e && e->symbol && gs_real_fn(e->symbol_index)) {
+	if (sym < 0 && e && e->symbol_index >= 0 && gs_real_fn(e->symbol_index)) {
 		/* The driver's pointer is none of its exports (drivers may hand
 		 * out internal entry points); the typed table is right about
 		 * the ABI, and the wrapper calls the same driver function by
@@ -167,8 +167,10 @@ static CUresult resolve(const char *symbol, void **pfn, int version, cuuint64_t 
 		return CUDA_SUCCESS;
 	}
 
-	/* No wrapper: a legacy ABI cuda.h no longer declares, or a name the
-	 * headers do not know. The application gets the driver's function. */
+	/* No wrapper: a name the headers do not know (legacy ABIs cuda.h no
+	 * longer declares have wrappers of their own: the entries' symbol is
+	 * NULL but symbol_index names the legacy export). The application gets
+	 * the driver's function. */
 	gs_stats_unknown(symbol, version, flags);
 	gs_debug("cuGetProcAddress(\"%s\", %d, %#llx): no wrapper, returning the driver's "
 		 "own function (unknown entry point)", symbol, version, (unsigned long long)flags);

@@ -17,7 +17,10 @@ struct gs_proc_entry {
 	/* Exported symbol implementing this ABI, e.g. "cuMemAlloc_v2"; NULL
 	 * when cuda.h declares none (a legacy ABI only the real driver has). */
 	const char *symbol;
-	int symbol_index;   /* index in gs_api_symbols, -1 with symbol NULL */
+	/* Index in gs_api_symbols of the shim's export for this ABI: symbol's,
+	 * or with symbol NULL the legacy export named driver_symbol; -1 where
+	 * the shim has none (the hand-written legacy cuGetProcAddress). */
+	int symbol_index;
 	/* The name the driver exports this ABI under, declared by cuda.h or
 	 * not: symbol when there is one, else the legacy name by the driver's
 	 * numbering (<name> for the first ABI, <name>_v<N> for the N-th, plus
@@ -30,7 +33,8 @@ struct gs_proc_entry {
 extern const struct gs_proc_entry gs_proc_table[];
 extern const size_t gs_proc_table_len;
 
-/* Every symbol cuda.h declares in either default-stream mode, sorted. */
+/* Every symbol the shim's generator exports, sorted: those cuda.h declares
+ * in either default-stream mode, the profiler's, and the legacy exports. */
 extern const char *const gs_api_symbols[];
 extern const size_t gs_api_symbols_len;
 

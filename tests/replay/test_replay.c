@@ -15,6 +15,7 @@
  *             child processes): each thaw undoes itself, a retry works
  *   image     release to an image directory, thaw from it
  *   swap      gs_replay_swap both ways
+ *   swapback  a swap whose thaw fails on the target goes back to the source
  *   blockers  an unsupported object: check and release refuse, thaw resumes
  *   timeout   a call that does not finish: the freeze gives up and says which
  *   devspec   device specifications
@@ -531,6 +532,42 @@ static int scenario_swap(void)
 	return wl_teardown(&w);
 }
 
+/* A swap whose thaw on the target fails goes back where it was. */
+static atomic_int fail_module_loads;
+static gs_fn_cuModuleLoadData *real_module_load;
+
+static CUresult failing_module_load(CUmodule *m, const void *image)
+{
+	if (atomic_fetch_sub(&fail_module_loads, 1) > 0)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	return real_module_load(m, image);
+}
+
+static int scenario_swapback(void)
+{
+	struct wl w;
+	char *err = NULL;
+	int rc;
+
+	if (wl_setup(&w, 0, fatbin()))
+		return -1;
+	real_module_load = gs_real.cuModuleLoadData;
+	gs_real.cuModuleLoadData = failing_module_load;
+	atomic_store(&fail_module_loads, 1);
+	rc = gs_replay_swap("1", 5000, NULL, NULL, &err);
+	gs_real.cuModuleLoadData = real_module_load;
+	CHECK(rc != 0, "the swap succeeded although the module could not be loaded");
+	CHECK(err && strstr(err, "runs on where it was"), "message: %s", err ? err : "(none)");
+	free(err);
+	CHECK(gs_replay_state() == GS_STATE_RUNNING, "state %s", gs_proc_state_name(gs_replay_state()));
+	if (wl_verify(&w, 0) || wl_verify_app(&w, 0))
+		return -1;
+	/* And the next swap goes through. */
+	if (swap_to("1") || wl_verify(&w, 1))
+		return -1;
+	return wl_teardown(&w);
+}
+
 /* ---- blockers ------------------------------------------------------------------------------- */
 
 static int scenario_blockers(void)
@@ -686,6 +723,7 @@ int main(int argc, char **argv)
 		{ "relthread", scenario_relthread },
 		{ "fault", scenario_fault },       { "fault-child", scenario_fault_child },
 		{ "image", scenario_image },       { "swap", scenario_swap },
+		{ "swapback", scenario_swapback },
 		{ "blockers", scenario_blockers }, { "timeout", scenario_timeout },
 		{ "devspec", scenario_devspec },
 	};
