@@ -31,7 +31,11 @@ legacy ones included) <base> for N = 1 and <base>_v<N> after that; the
 per-thread variant of a default-stream ABI appends _ptsz or _ptds, and a
 per-thread ABI <base>_v<V>_ptsz belongs to the newest default ABI whose
 version is <= V. An ABI whose symbol cuda.h does not declare (a legacy one)
-gets no symbol. The rule is checked here against what the preprocessor says
+gets no symbol, but a legacy export: a wrapper under the driver's name for
+it, with the parameter list of its PFN typedef (the 32-bit types only
+__CUDA_API_VERSION_INTERNAL declares spelled out), its own symbol index and
+dispatch slot; cuGetProcAddress answers the ABI with it. The profiler
+functions of cudaProfiler.h (cudaProfilerTypedefs.h) are exported as well. The rule is checked here against what the preprocessor says
 each base name expands to, and at compile time by g_abi_check.c, which
 asserts that every PFN typedef is the type of the symbol it was mapped to.
 
@@ -46,7 +50,8 @@ Outputs (all in --outdir, never edited by hand):
   g_abi_check.c      PFN typedef <-> symbol type assertions
   g_abi_check_ptds.c the per-thread symbols' declarations as cuda.h writes
                      them in per-thread mode <-> the text used here
-  g_symbols.txt      human-readable listing: symbol, tag, ABIs; then the
+  g_symbols.txt      human-readable listing: symbol, tag, modes ("legacy"
+                     for legacy exports), ABIs; then the
                      translation of each symbol ("xlat" lines)
 """
 
@@ -664,13 +669,16 @@ def struct_tags(funcs, syms):
 # --------------------------------------------------------------------------
 # Annotations
 
-def read_annotations(path, symbols, funcs):
-    """(tags, xlat, targets): the behaviour tag of each annotated base
-    symbol, its translation annotations {base: {xlat-tag: {arg: value}}},
-    and the symbol whose track hook each legacy-track symbol shares."""
+def read_annotations(path, symbols, funcs=None, targets=None):
+    """(tags, xlat): the behaviour tag of each annotated base symbol, and
+    its translation annotations {base: {xlat-tag: {arg: value}}}. With
+    `funcs` (to tell legacy exports), legacy tags are accepted, and the
+    dict `targets` gets the symbol whose track hook each legacy-track
+    symbol shares."""
     tags = {}
     xlat = {}
-    targets = {}
+    if targets is None:
+        targets = {}
     with open(path, encoding='utf-8') as f:
         for lineno, line in enumerate(f, 1):
             line = line.split('#', 1)[0].strip()
@@ -689,7 +697,7 @@ def read_annotations(path, symbols, funcs):
             for field in fields[1:]:
                 name, _, value = field.partition('=')
                 if name in LEGACY_TAGS:
-                    if not is_legacy(funcs[sym]):
+                    if funcs is None or not is_legacy(funcs[sym]):
                         raise GenError('%s: %s: %s is for legacy exports only'
                                        % (where, sym, name))
                     if (name == 'legacy-track') != bool(value):
@@ -714,7 +722,7 @@ def read_annotations(path, symbols, funcs):
         if target not in symbols or tags.get(target) != 'track':
             raise GenError('%s: legacy-track=%s: not a symbol with a track hook'
                            % (sym, target))
-    return tags, xlat, targets
+    return tags, xlat
 
 
 def parse_xlat_tag(where, sym, name, value, ann):
@@ -1688,7 +1696,11 @@ def emit_api_h(funcs, syms, tags, plain_only_missing, xlats, ncuda):
         o.append('\tGS_SYM_%s = %d,\n' % (s, i))
     o.append('};\n\n')
 
-    o.append('/* The function type of each entry point, as cuda.h declares it. */\n')
+    o.append('/* Structures only legacy parameter lists name, incomplete here. */\n')
+    for tag in struct_tags(funcs, syms):
+        o.append('%s;\n' % tag)
+    o.append('\n/* The function type of each entry point, as cuda.h declares it (the\n'
+             ' * legacy exports: as their PFN typedef does). */\n')
     for s in syms:
         o.append('typedef CUresult gs_fn_%s(%s);\n' % (s, funcs[s].params_text))
     o.append('\n')
@@ -1705,8 +1717,6 @@ def emit_api_h(funcs, syms, tags, plain_only_missing, xlats, ncuda):
              ' * may be a cuda.h macro for the current ABI; exported as <name>. The\n'
              ' * 32-bit types only __CUDA_API_VERSION_INTERNAL declares are spelled\n'
              ' * out (CUdeviceptr_v1 is unsigned int; structures are incomplete).\n */\n')
-    for tag in struct_tags(funcs, syms):
-        o.append('%s;\n' % tag)
     for s in syms:
         if is_legacy(funcs[s]):
             o.append('gs_fn_%s gs_legacy_%s __asm__("%s");\n' % (s, s, s))
@@ -1998,6 +2008,7 @@ def emit_symbols_txt(syms, tags, abis, funcs, xlats):
             by_sym[a.symbol].append(label)
         else:
             legacy.append(a)
+            by_sym[a.driver_name].append(label)
     o = ['# %s\n' % GENERATED_NOTE]
     o.append('# %d symbols. Columns: symbol, annotation tag, modes cuda.h declares it in,\n'
              '# the cuGetProcAddress ABIs (base@version[/ptds]) it implements.\n'
@@ -2008,8 +2019,9 @@ def emit_symbols_txt(syms, tags, abis, funcs, xlats):
         o.append('%s\t%s\t%s\t%s\n' % (s, tags.get(base, 'pass'), modes,
                                        ' '.join(by_sym.get(s, [])) or '-'))
     o.append('\n# ABIs cudaTypedefs.h lists whose symbol cuda.h does not declare\n'
-             '# (legacy; cuGetProcAddress asks the real driver for these), and the\n'
-             '# name the driver exports each under:\n')
+             '# (legacy), and the name the driver exports each under, which is the\n'
+             '# shim\'s legacy export for it (listed with the symbols above, mode\n'
+             '# "legacy") except for the hand-written cuGetProcAddress:\n')
     for a in legacy:
         o.append('# %s\t%s\n' % (a.pfn, a.driver_name))
     no_abi = [s for s in syms if s not in by_sym]
@@ -2095,7 +2107,8 @@ def main(argv):
     funcs.update(legacy)
     syms = sorted(funcs, key=lambda s: s.encode())
     symbols = set(syms)
-    tags, xlat, legacy_targets = read_annotations(args.annotations, symbols, funcs)
+    legacy_targets = {}
+    tags, xlat = read_annotations(args.annotations, symbols, funcs, legacy_targets)
     xlat_annotations_check(xlat, tags)
     types = type_table(cc, inc)
     xlats = classify_all(funcs, syms, tags, xlat, types)

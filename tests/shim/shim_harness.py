@@ -2,10 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """Shim tests that need a process boundary. Exit 0 pass, 1 fail, 77 skip.
 
-  exports  the shim exports exactly the functions cuda.h declares (computed
-           here from the preprocessor, independently of shim/gen_api.py),
-           plus the legacy cuGetProcAddress and the gs_introspect_* API, and
-           carries the SONAME libcuda.so.1
+  exports  the shim exports exactly the functions cuda.h and cudaProfiler.h
+           declare, plus the legacy ABIs cuda.h no longer declares (both
+           computed here from the preprocessor, independently of
+           shim/gen_api.py), the legacy cuGetProcAddress and the
+           gs_introspect_* API, and carries the SONAME libcuda.so.1
   noreal   without a usable driver every call fails with
            CUDA_ERROR_NO_DEVICE and one clear error line is printed
   ctor     a library constructor that uses the driver before main() works
@@ -31,21 +32,27 @@ def fail(msg):
 
 # ---------------------------------------------------------------- exports
 
-def header_symbols(cc, include_dir, defines):
-    """Functions cuda.h declares, from the preprocessed text: every
-    top-level `CUresult name(` statement of cuda.h that is not static."""
+def header_text(cc, include_dir, defines, header):
+    """The preprocessed text that comes from `header` itself."""
     cmd = cc + ['-E', '-I', include_dir] + ['-D' + d for d in defines] + ['-x', 'c', '-']
-    text = subprocess.run(cmd, input='#include <cuda.h>\n', capture_output=True, text=True,
-                          check=True).stdout
+    text = subprocess.run(cmd, input='#include <%s>\n' % header, capture_output=True,
+                          text=True, check=True).stdout
     keep = []
-    in_cuda_h = False
+    in_header = False
     for line in text.splitlines():
         m = re.match(r'^# \d+ "([^"]*)"', line)
         if m:
-            in_cuda_h = os.path.basename(m.group(1)) == 'cuda.h'
+            in_header = os.path.basename(m.group(1)) == header
             continue
-        if in_cuda_h:
+        if in_header:
             keep.append(line)
+    return keep
+
+
+def header_symbols(cc, include_dir, defines, header='cuda.h'):
+    """Functions a header declares, from the preprocessed text: every
+    top-level `CUresult name(` statement of it that is not static."""
+    keep = header_text(cc, include_dir, defines, header)
     flat = re.sub(r'\s+', ' ', ' '.join(keep))
     names = set()
     for stmt in re.split(r'[;{}]', flat):
@@ -54,6 +61,35 @@ def header_symbols(cc, include_dir, defines):
         if m:
             names.add(m.group(1))
     return names
+
+
+def legacy_symbols(cc, include_dir, declared):
+    """The names the driver exports the ABIs under that cudaTypedefs.h lists
+    (with __CUDA_API_VERSION_INTERNAL, legacy ones included) and cuda.h no
+    longer declares. The driver numbers the default-stream ABIs of a name
+    in order of version: NAME, NAME_v2, NAME_v3...; a per-thread ABI is the
+    newest default one not newer than it, plus _ptsz/_ptds."""
+    text = ' '.join(header_text(cc, include_dir, ['__CUDA_API_VERSION_INTERNAL'],
+                                'cudaTypedefs.h'))
+    default, ptds = {}, []
+    for m in re.finditer(r'\(\s*\*\s*PFN_(\w+)_v(\d+)(_ptsz|_ptds)?\s*\)', text):
+        base, version, suffix = m.group(1), int(m.group(2)), m.group(3)
+        if suffix:
+            ptds.append((base, version, suffix))
+        else:
+            default.setdefault(base, set()).add(version)
+    names = {}
+    for base, versions in default.items():
+        for n, v in enumerate(sorted(versions), 1):
+            names[(base, v)] = base if n == 1 else '%s_v%d' % (base, n)
+    out = {names[k] for k in names}
+    for base, version, suffix in ptds:
+        older = [v for v in default.get(base, ()) if v <= version]
+        if older:
+            out.add(names[(base, max(older))] + suffix)
+        else:
+            out.add(base + suffix)
+    return out - declared
 
 
 def dynamic_symbols(lib):
@@ -80,24 +116,37 @@ def cmd_exports(args):
     cc = args.cc_arg
     declared = header_symbols(cc, args.cuda_include, []) | \
         header_symbols(cc, args.cuda_include, ['CUDA_API_PER_THREAD_DEFAULT_STREAM'])
+    profiler = header_symbols(cc, args.cuda_include, [], 'cudaProfiler.h')
+    # The legacy cuGetProcAddress is the one exported by hand (checked below).
+    legacy = legacy_symbols(cc, args.cuda_include, declared) - {'cuGetProcAddress'}
     exported = dynamic_symbols(args.lib)
     rc = 0
     missing = sorted(declared - set(exported))
+    missing_legacy = sorted((legacy | profiler) - set(exported))
     cu_exported = {s for s in exported if s.startswith('cu')}
-    extra = sorted(cu_exported - declared - {'cuGetProcAddress'})
+    extra = sorted(cu_exported - declared - legacy - profiler - {'cuGetProcAddress'})
     others = sorted(s for s in exported if not s.startswith('cu')
                     and not s.startswith('gs_introspect_'))
-    not_code = sorted(s for s in declared if s in exported and exported[s] not in 'T')
+    not_code = sorted(s for s in declared | legacy | profiler
+                      if s in exported and exported[s] not in 'T')
     print('%d/%d symbols cuda.h declares are exported' % (len(declared) - len(missing),
                                                        len(declared)))
     print('also exported: cuGetProcAddress (legacy ABI): %s; %d gs_introspect_* functions'
           % ('yes' if 'cuGetProcAddress' in exported else 'NO',
              sum(1 for s in exported if s.startswith('gs_introspect_'))))
+    print('%d/%d legacy ABIs cuda.h no longer declares are exported; %d/%d profiler '
+          'functions' % (len(legacy & set(exported)), len(legacy),
+                         len(profiler & set(exported)), len(profiler)))
     if args.expect_count and len(declared) != args.expect_count:
         print('note: cuda.h declares %d symbols here (CUDA 13.0 declares %d)'
               % (len(declared), args.expect_count))
+    if args.expect_legacy and len(legacy) != args.expect_legacy:
+        print('note: %d legacy ABIs here (CUDA 13.0 has %d)'
+              % (len(legacy), args.expect_legacy))
     if missing:
         rc = fail('not exported: ' + ' '.join(missing))
+    if missing_legacy:
+        rc = fail('legacy or profiler function not exported: ' + ' '.join(missing_legacy))
     if extra:
         rc = fail('exported but not declared by cuda.h: ' + ' '.join(extra))
     if 'cuGetProcAddress' not in exported:
@@ -213,6 +262,7 @@ def main():
     e.add_argument('--cuda-include', required=True)
     e.add_argument('--cc-arg', action='append', required=True)
     e.add_argument('--expect-count', type=int, default=0)
+    e.add_argument('--expect-legacy', type=int, default=0)
     n = sub.add_parser('noreal')
     n.add_argument('--shim', required=True)
     n.add_argument('--preload', help='LD_PRELOAD value (default: the shim alone)')

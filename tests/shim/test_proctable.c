@@ -6,6 +6,7 @@
  * the invariants the look-ups rely on (sorting, indices).
  */
 #include <cuda.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "proctable.h"
@@ -43,9 +44,17 @@ static void expect(const char *name, int version, cuuint64_t flags, const char *
 		CHECK(e->symbol_index >= 0 && strcmp(gs_api_symbols[e->symbol_index], symbol) == 0,
 		      "%s: symbol_index %d is wrong", symbol, e->symbol_index);
 	} else {
-		CHECK(e->symbol == NULL && e->symbol_index == -1,
-		      "%s@%d flags %llu: got %s, want a legacy entry", name, version,
-		      (unsigned long long)flags, e->symbol);
+		/* A legacy entry: no cuda.h symbol, but the shim's legacy export
+		 * of the driver's name for it (none for the legacy cuGetProcAddress,
+		 * exported by hand). */
+		bool by_hand = strcmp(e->driver_symbol, "cuGetProcAddress") == 0;
+
+		CHECK(e->symbol == NULL &&
+		      (by_hand ? e->symbol_index == -1
+			       : e->symbol_index >= 0 &&
+				 strcmp(gs_api_symbols[e->symbol_index], e->driver_symbol) == 0),
+		      "%s@%d flags %llu: got %s (index %d), want a legacy entry", name, version,
+		      (unsigned long long)flags, e->symbol, e->symbol_index);
 	}
 }
 
@@ -87,9 +96,16 @@ static void check_invariants(void)
 			      "%s@%d: bad symbol_index", e->name, e->version);
 			CHECK(gs_proc_symbol_index(e->symbol) == e->symbol_index,
 			      "gs_proc_symbol_index(%s)", e->symbol);
-		} else {
+		} else if (strcmp(e->driver_symbol, "cuGetProcAddress") == 0) {
+			/* The legacy cuGetProcAddress is exported by hand. */
 			CHECK(e->symbol_index == -1, "%s@%d: index without symbol", e->name,
 			      e->version);
+		} else {
+			/* A legacy ABI: its export is the driver's name for it. */
+			CHECK(e->symbol_index >= 0 && (size_t)e->symbol_index < gs_api_symbols_len &&
+			      strcmp(gs_api_symbols[e->symbol_index], e->driver_symbol) == 0,
+			      "%s@%d: legacy export %s has no symbol_index", e->name, e->version,
+			      e->driver_symbol);
 		}
 	}
 	CHECK(gs_proc_symbol_index("cuNoSuchSymbol") == -1, "unknown symbol has an index");
