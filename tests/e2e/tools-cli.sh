@@ -80,7 +80,10 @@ wl_pid=
 [ -S "$GPUSWAP_RUNTIME_DIR/$victim.sock" ] || fail "SIGKILL removed the socket?"
 "$GS_GPU_FREEZE" "$victim" 2>"$tmp/err"
 [ $? -eq 3 ] || fail "a stale socket: not exit 3"
-grep -q "stale control socket .*$victim.sock: PID $victim is not running" "$tmp/err" ||
+# With the suite's many short-lived threads the kernel may hand the dead pid
+# to a new task within seconds (pid_max can be as low as 32768), and the tool
+# rightly tells that case apart: either message is a correct answer.
+grep -Eq "stale control socket .*$victim.sock: PID $victim (is not running|is running but nothing listens)" "$tmp/err" ||
 	fail "stale socket message: $(cat "$tmp/err")"
 say "stale socket: $(cat "$tmp/err")"
 tool gpu-ps || fail "gpu-ps with a stale socket failed"
