@@ -7,12 +7,15 @@
 #
 #   run.sh --gate BENCH_GATE [--calls BENCH_CALLS --shim LIBGPUSWAP
 #          --standin STANDIN_LIBCUDA --sim SIMCUDA_LIBCUDA --fatbin FATBIN]
+#          [--freeze BENCH_FREEZE] [--image IMAGE_THROUGHPUT --image-dir DIR]
 #          [--callgrind VALGRIND]
 #
 # GS_BENCH_ROUNDS=N changes the number of rounds of every row (default 31).
+# GS_BENCH_FREEZES=N the number of freezes per arm of bench-freeze (default
+# 200); GS_BENCH_IMAGE_GIB=G the size image-throughput writes (default 0.5).
 set -eu
 
-gate= calls= shim= standin= sim= fatbin= valgrind=
+gate= calls= shim= standin= sim= fatbin= valgrind= freeze= image= image_dir=
 while [ $# -gt 0 ]; do
 	[ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
 	case $1 in
@@ -23,6 +26,9 @@ while [ $# -gt 0 ]; do
 	--sim) sim=$2 ;;
 	--fatbin) fatbin=$2 ;;
 	--callgrind) valgrind=$2 ;;
+	--freeze) freeze=$2 ;;
+	--image) image=$2 ;;
+	--image-dir) image_dir=$2 ;;
 	*) echo "run.sh: unknown argument '$1' (see the comment at the top)" >&2; exit 2 ;;
 	esac
 	shift 2
@@ -37,6 +43,8 @@ if [ -n "$calls" ]; then
 	calls=$(abs "$calls") shim=$(abs "$shim") standin=$(abs "$standin")
 	sim=$(abs "$sim") fatbin=$(abs "$fatbin")
 fi
+[ -z "$freeze" ] || freeze=$(abs "$freeze")
+[ -z "$image" ] || image=$(abs "$image") image_dir=$(abs "${image_dir:-.}")
 
 rounds=${GS_BENCH_ROUNDS:-31}
 tmp=$(mktemp -d)
@@ -157,3 +165,26 @@ awk '
 		printf "target < 10 ns, %s: %.1f ns, %s\n", what(), $(NF - 2),
 		       verdict($(NF - 2), 10, 1) }
 ' "$out"
+
+# ---- freeze latency ------------------------------------------------------------
+
+# bench-freeze is linked with the shim's internals rather than preloaded, so
+# the driver is given only as the one the shim forwards to.
+if [ -n "$freeze" ]; then
+	echo
+	echo "Freeze latency: gs_gate_close() (close the gate, wait for the calls in flight"
+	echo "to leave), the simulated driver under the shim; GPU work not included."
+	env -u LD_PRELOAD GPUSWAP_REAL_LIBCUDA="$sim" "$freeze" \
+		--freezes "${GS_BENCH_FREEZES:-200}"
+fi
+
+# ---- image throughput ----------------------------------------------------------
+
+# Printed as it comes: its last column holds the ratios (image against the
+# best plain O_DIRECT loop; 90%-zero against dense).
+if [ -n "$image" ]; then
+	echo
+	echo "Image dump/restore throughput against plain O_DIRECT on the same filesystem"
+	echo "(tests/image/image-throughput, in the build directory)."
+	"$image" --dir "$image_dir" --gib "${GS_BENCH_IMAGE_GIB:-0.5}"
+fi
