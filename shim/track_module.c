@@ -143,23 +143,32 @@ static CUresult library_global(CUdeviceptr *p, size_t *n, uint64_t lib, const ch
 		       : CUDA_ERROR_NOT_SUPPORTED;
 }
 
-/* Either out parameter may be NULL; without the address there is nothing
- * the application holds, so nothing to record. */
-void gs_track_cuModuleGetGlobal_v2(bool ptds, CUdeviceptr *dptr, size_t *bytes, CUmodule hmod,
-				   const char *name)
+/* A global of module or library `owner` (application handle) found; with
+ * per_ctx, one of the current context. Either out parameter may be NULL;
+ * without the address there is nothing the application holds, so nothing
+ * to record. */
+static void global_found(const char *call, enum gs_kind kind, uint64_t owner, bool per_ctx,
+			 CUresult (*get)(CUdeviceptr *, size_t *, uint64_t, const char *),
+			 CUdeviceptr *dptr, size_t *bytes, const char *name)
 {
 	size_t size;
 	int rc;
 
-	(void)ptds;
 	if (!dptr)
 		return;
-	size = bytes ? *bytes
-		     : global_size(module_global,
-				   gs_hook_to_real(GS_KIND_MODULE, (uintptr_t)hmod), name);
-	rc = gs_trk_global_found(GS_KIND_MODULE, (uintptr_t)hmod, NULL, name, *dptr, size);
+	size = bytes ? *bytes : global_size(get, gs_hook_to_real(kind, owner), name);
+	rc = gs_trk_global_found(kind, owner, per_ctx ? gs_hook_current_ctx(NULL) : NULL, name,
+				 *dptr, size);
 	if (rc < 0)
-		gs_hook_failed("cuModuleGetGlobal", rc);
+		gs_hook_failed(call, rc);
+}
+
+void gs_track_cuModuleGetGlobal_v2(bool ptds, CUdeviceptr *dptr, size_t *bytes, CUmodule hmod,
+				   const char *name)
+{
+	(void)ptds;
+	global_found("cuModuleGetGlobal", GS_KIND_MODULE, (uintptr_t)hmod, false, module_global,
+		     dptr, bytes, name);
 }
 
 /* ---- libraries ----------------------------------------------------------------- */
@@ -304,19 +313,9 @@ void gs_track_cuLibraryGetModule(bool ptds, CUmodule *pMod, CUlibrary library)
 void gs_track_cuLibraryGetGlobal(bool ptds, CUdeviceptr *dptr, size_t *bytes, CUlibrary library,
 				 const char *name)
 {
-	size_t size;
-	int rc;
-
 	(void)ptds;
-	if (!dptr)
-		return;
-	size = bytes ? *bytes
-		     : global_size(library_global,
-				   gs_hook_to_real(GS_KIND_LIBRARY, (uintptr_t)library), name);
-	rc = gs_trk_global_found(GS_KIND_LIBRARY, (uintptr_t)library, gs_hook_current_ctx(NULL),
-				 name, *dptr, size);
-	if (rc < 0)
-		gs_hook_failed("cuLibraryGetGlobal", rc);
+	global_found("cuLibraryGetGlobal", GS_KIND_LIBRARY, (uintptr_t)library, true,
+		     library_global, dptr, bytes, name);
 }
 
 /* __managed__ variables are managed memory: not migratable yet. */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -376,6 +377,36 @@ int gs_tool_parse_pid(struct gs_tool *t, const char *arg, pid_t *pid)
 	return 0;
 }
 
+int gs_tool_pid_operand(struct gs_tool *t, int argc, char **argv, int optind,
+			void (*usage)(FILE *), pid_t *pid)
+{
+	if (optind + 1 != argc) {
+		gs_tool_error(t, optind == argc ? "which process? give its PID"
+						: "one PID at a time");
+		usage(stderr);
+		return -EINVAL;
+	}
+	return gs_tool_parse_pid(t, argv[optind], pid);
+}
+
+int gs_tool_parse_timeout(struct gs_tool *t, const char *arg, double *seconds)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(arg, &end);
+	/* Compared in milliseconds: that is what goes on the wire. */
+	if (errno || end == arg || *end || !isfinite(v) || v * 1000.0 < 1.0 ||
+	    v * 1000.0 > GS_PROTO_MAX_TIMEOUT_MS) {
+		gs_tool_error(t, "bad --timeout '%s': seconds, from 0.001 to %d", arg,
+			      GS_PROTO_MAX_TIMEOUT_MS / 1000);
+		return -EINVAL;
+	}
+	*seconds = v;
+	return 0;
+}
+
 static bool all_digits(const char *s, size_t n)
 {
 	if (n == 0 || n > 9)
@@ -440,6 +471,17 @@ char *gs_tool_abspath(const char *path)
 	if (!getcwd(cwd, sizeof(cwd)))
 		return NULL;
 	return msgf("%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, path);
+}
+
+int gs_tool_set_image(struct gs_tool *t, json_t *req, const char *image, char **abs_image)
+{
+	*abs_image = gs_tool_abspath(image);
+	if (!*abs_image) {
+		gs_tool_error(t, "cannot make %s absolute: %s", image, strerror(errno));
+		return -ENOMEM;
+	}
+	json_object_set_new(req, GS_KEY_IMAGE, json_string(*abs_image));
+	return 0;
 }
 
 void gs_format_bytes(uint64_t bytes, char *buf, size_t len)

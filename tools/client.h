@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 /* Exit statuses of every gpu-* tool. */
@@ -72,12 +73,26 @@ void gs_tool_init(struct gs_tool *t, const char *name);
 /* Parse a PID argument (a positive decimal); message on failure. */
 int gs_tool_parse_pid(struct gs_tool *t, const char *arg, pid_t *pid);
 
+/* The one PID operand left after the options at argv[optind]; a missing
+ * or extra operand also prints usage(stderr), as the tools' other
+ * command-line mistakes do. */
+int gs_tool_pid_operand(struct gs_tool *t, int argc, char **argv, int optind,
+			void (*usage)(FILE *), pid_t *pid);
+
+/* Parse a --timeout in seconds, within what the protocol accepts in
+ * milliseconds; message on failure. */
+int gs_tool_parse_timeout(struct gs_tool *t, const char *arg, double *seconds);
+
 /* Check a --device SPEC's spelling: N, GPU-<uuid>, or a=b[,c=d...]. */
 int gs_tool_check_device(struct gs_tool *t, const char *spec);
 
 /* An absolute path for `path` (the process resolves it, not the tool, and
  * its working directory is not ours). NULL when out of memory. */
 char *gs_tool_abspath(const char *path);
+
+/* Put `image` into req as an absolute path; *abs_image gets that path
+ * (the caller frees it) for the messages. Message on failure. */
+int gs_tool_set_image(struct gs_tool *t, json_t *req, const char *image, char **abs_image);
 
 /* "name: message" on stderr. */
 void gs_tool_error(struct gs_tool *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -4,9 +4,7 @@
  * --release, save its GPU state and free the GPU), or with --check only
  * say whether it could be migrated. See docs/gpu-freeze.1.
  */
-#include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,7 +89,7 @@ int main(int argc, char **argv)
 	const char *image = NULL;
 	double timeout_s = -1;
 	json_t *req, *reply;
-	char *abs_image = NULL, done[512], *end;
+	char *abs_image = NULL, done[512];
 	pid_t pid;
 	int c, status;
 
@@ -102,28 +100,15 @@ int main(int argc, char **argv)
 		case 'i': image = optarg; release = true; break;
 		case 'c': check = true; break;
 		case 't':
-			errno = 0;
-			timeout_s = strtod(optarg, &end);
-			if (errno || end == optarg || *end || !isfinite(timeout_s) ||
-			    timeout_s * 1000.0 < 1.0 ||
-			    timeout_s * 1000.0 > GS_PROTO_MAX_TIMEOUT_MS) {
-				gs_tool_error(&tool, "bad --timeout '%s': seconds, from 0.001 to %d",
-					      optarg, GS_PROTO_MAX_TIMEOUT_MS / 1000);
+			if (gs_tool_parse_timeout(&tool, optarg, &timeout_s))
 				return GS_EXIT_USAGE;
-			}
 			break;
 		case 'j': tool.json = true; break;
 		case 'h': usage(stdout); return GS_EXIT_OK;
 		default: usage(stderr); return GS_EXIT_USAGE;
 		}
 	}
-	if (optind + 1 != argc) {
-		gs_tool_error(&tool, optind == argc ? "which process? give its PID"
-						    : "one PID at a time");
-		usage(stderr);
-		return GS_EXIT_USAGE;
-	}
-	if (gs_tool_parse_pid(&tool, argv[optind], &pid))
+	if (gs_tool_pid_operand(&tool, argc, argv, optind, usage, &pid))
 		return GS_EXIT_USAGE;
 	if (check && (release || timeout_s >= 0)) {
 		gs_tool_error(&tool, "--check changes nothing: it takes no --release, --image "
@@ -147,13 +132,10 @@ int main(int argc, char **argv)
 	if (release)
 		json_object_set_new(req, GS_KEY_RELEASE, json_true());
 	if (image) {
-		abs_image = gs_tool_abspath(image);
-		if (!abs_image) {
-			gs_tool_error(&tool, "cannot make %s absolute: %s", image, strerror(errno));
+		if (gs_tool_set_image(&tool, req, image, &abs_image)) {
 			json_decref(req);
 			return GS_EXIT_FAILED;
 		}
-		json_object_set_new(req, GS_KEY_IMAGE, json_string(abs_image));
 	}
 
 	gs_tool_request(&tool, pid, req, &reply);

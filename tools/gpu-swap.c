@@ -4,9 +4,7 @@
  * (freeze, copy device to device where peers allow, thaw). See
  * docs/gpu-swap.1.
  */
-#include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +44,7 @@ int main(int argc, char **argv)
 	const char *device = NULL;
 	double timeout_s = -1;
 	json_t *req, *reply;
-	char done[512], *end;
+	char done[512];
 	pid_t pid;
 	int c, status;
 
@@ -55,28 +53,15 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'd': device = optarg; break;
 		case 't':
-			errno = 0;
-			timeout_s = strtod(optarg, &end);
-			if (errno || end == optarg || *end || !isfinite(timeout_s) ||
-			    timeout_s * 1000.0 < 1.0 ||
-			    timeout_s * 1000.0 > GS_PROTO_MAX_TIMEOUT_MS) {
-				gs_tool_error(&tool, "bad --timeout '%s': seconds, from 0.001 to %d",
-					      optarg, GS_PROTO_MAX_TIMEOUT_MS / 1000);
+			if (gs_tool_parse_timeout(&tool, optarg, &timeout_s))
 				return GS_EXIT_USAGE;
-			}
 			break;
 		case 'j': tool.json = true; break;
 		case 'h': usage(stdout); return GS_EXIT_OK;
 		default: usage(stderr); return GS_EXIT_USAGE;
 		}
 	}
-	if (optind + 1 != argc) {
-		gs_tool_error(&tool, optind == argc ? "which process? give its PID"
-						    : "one PID at a time");
-		usage(stderr);
-		return GS_EXIT_USAGE;
-	}
-	if (gs_tool_parse_pid(&tool, argv[optind], &pid))
+	if (gs_tool_pid_operand(&tool, argc, argv, optind, usage, &pid))
 		return GS_EXIT_USAGE;
 	if (!device) {
 		gs_tool_error(&tool, "where to? give --device SPEC (gpu-swap --help)");

@@ -3,11 +3,9 @@
  * gpu-thaw: continue a frozen or released process, on its GPU or another
  * one, from the state it holds or from an image. See docs/gpu-thaw.1.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "client.h"
 #include "protocol.h"
@@ -58,13 +56,7 @@ int main(int argc, char **argv)
 		default: usage(stderr); return GS_EXIT_USAGE;
 		}
 	}
-	if (optind + 1 != argc) {
-		gs_tool_error(&tool, optind == argc ? "which process? give its PID"
-						    : "one PID at a time");
-		usage(stderr);
-		return GS_EXIT_USAGE;
-	}
-	if (gs_tool_parse_pid(&tool, argv[optind], &pid))
+	if (gs_tool_pid_operand(&tool, argc, argv, optind, usage, &pid))
 		return GS_EXIT_USAGE;
 	if (device && gs_tool_check_device(&tool, device))
 		return GS_EXIT_USAGE;
@@ -81,13 +73,10 @@ int main(int argc, char **argv)
 	if (device)
 		json_object_set_new(req, GS_KEY_DEVICE, json_string(device));
 	if (image) {
-		abs_image = gs_tool_abspath(image);
-		if (!abs_image) {
-			gs_tool_error(&tool, "cannot make %s absolute: %s", image, strerror(errno));
+		if (gs_tool_set_image(&tool, req, image, &abs_image)) {
 			json_decref(req);
 			return GS_EXIT_FAILED;
 		}
-		json_object_set_new(req, GS_KEY_IMAGE, json_string(abs_image));
 	}
 
 	gs_tool_request(&tool, pid, req, &reply);

@@ -108,7 +108,10 @@ out:
 	return rc;
 }
 
-int gs_trk_ctx_adopt(CUcontext real, int device, bool primary, CUcontext *app)
+/* A context made outside the tracker's sight: its record, made now with
+ * `origin` unless it is known already (then 1). */
+static int ctx_found(CUcontext real, int device, enum gs_ctx_origin origin, bool primary,
+		     CUgreenCtx green, CUcontext *app)
 {
 	struct gs_ctx_rec *c;
 	int rc = 0;
@@ -124,31 +127,8 @@ int gs_trk_ctx_adopt(CUcontext real, int device, bool primary, CUcontext *app)
 		 * handle: this one is something else. */
 		if (primary && gs_trk.primary[device] && ctx_find(gs_trk.primary[device]))
 			primary = false;
-		rc = ctx_new((uintptr_t)real, device, GS_CTX_ADOPTED, primary,
+		rc = ctx_new((uintptr_t)real, device, origin, primary,
 			     primary ? gs_trk.dev[device].primary_flags : 0, &c);
-		if (rc)
-			goto out;
-	}
-	if (app)
-		*app = (CUcontext)(uintptr_t)c->hdr.app;
-out:
-	trk_unlock();
-	return rc;
-}
-
-int gs_trk_ctx_from_green(CUcontext real, CUgreenCtx green, int device, CUcontext *app)
-{
-	struct gs_ctx_rec *c;
-	int rc = 0;
-
-	if (!real || !trk_device_ok(device))
-		return -EINVAL;
-	trk_lock();
-	c = (struct gs_ctx_rec *)trk_find_real(GS_KIND_CTX, (uintptr_t)real);
-	if (c) {
-		rc = 1;
-	} else {
-		rc = ctx_new((uintptr_t)real, device, GS_CTX_GREEN, false, 0, &c);
 		if (rc)
 			goto out;
 		c->green = (uintptr_t)green;
@@ -158,6 +138,16 @@ int gs_trk_ctx_from_green(CUcontext real, CUgreenCtx green, int device, CUcontex
 out:
 	trk_unlock();
 	return rc;
+}
+
+int gs_trk_ctx_adopt(CUcontext real, int device, bool primary, CUcontext *app)
+{
+	return ctx_found(real, device, GS_CTX_ADOPTED, primary, NULL, app);
+}
+
+int gs_trk_ctx_from_green(CUcontext real, CUgreenCtx green, int device, CUcontext *app)
+{
+	return ctx_found(real, device, GS_CTX_GREEN, false, green, app);
 }
 
 /* Unsupported objects that die with their context. */
