@@ -49,17 +49,11 @@
 
 void rp_release_warn(struct release *r, const char *fmt, ...)
 {
-	char *msg = NULL;
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		msg = NULL;
+	rp_warnv(r->warnings, fmt, ap);
 	va_end(ap);
-	gs_warn("%s", msg ? msg : fmt);
-	if (r->warnings)
-		json_array_append_new(r->warnings, json_string(msg ? msg : fmt));
-	free(msg);
 }
 
 int rp_src_real(const struct rp_saved *s, int app)

@@ -26,6 +26,7 @@
 
 #include <cuda.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -280,5 +281,10 @@ int rp_thaw(const int *map, const char *image_dir, const struct gs_progress *pro
 int rp_freeze(unsigned timeout_ms, json_t *report, char **err);
 /* FROZEN -> RUNNING without a migration. */
 int rp_unfreeze(char **err);
+
+/* Log a warning and, when `warnings` is non-NULL, add it to the operation's
+ * report: the warnings of release and thaw reach the tool as well as the log. */
+void rp_warnv(json_t *warnings, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 
 #endif

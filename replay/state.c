@@ -635,3 +635,15 @@ int gs_replay_status(json_t **report)
 	*report = o;
 	return 0;
 }
+
+void rp_warnv(json_t *warnings, const char *fmt, va_list ap)
+{
+	char *msg = NULL;
+
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	gs_warn("%s", msg ? msg : fmt);
+	if (warnings)
+		json_array_append_new(warnings, json_string(msg ? msg : fmt));
+	free(msg);
+}

@@ -41,17 +41,11 @@
 
 void rp_thaw_warn(struct thaw *t, const char *fmt, ...)
 {
-	char *msg = NULL;
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		msg = NULL;
+	rp_warnv(t->warnings, fmt, ap);
 	va_end(ap);
-	gs_warn("%s", msg ? msg : fmt);
-	if (t->warnings)
-		json_array_append_new(t->warnings, json_string(msg ? msg : fmt));
-	free(msg);
 }
 
 struct made *rp_made_add(struct thaw *t, enum made_what what, enum gs_kind kind,
