@@ -25,45 +25,18 @@
 
 /* ---- snapshots -------------------------------------------------------------------------- */
 
-/* Records copied whole (their pointers are not used after the walk). */
-static int copy_rec(const struct gs_rec *rec, void *arg, size_t size)
+/* Records copied whole (their pointers are not used after the walk); each
+ * snapshot vector was declared with its record type, so its element size is
+ * the size to copy. */
+static int copy_rec(const struct gs_rec *rec, void *arg)
 {
-	void *p = rp_vec_push(arg);
+	struct rp_vec *vec = arg;
+	void *p = rp_vec_push(vec);
 
 	if (!p)
 		return 1;
-	memcpy(p, rec, size);
+	memcpy(p, rec, vec->elem);
 	return 0;
-}
-
-static int copy_ctx(const struct gs_rec *rec, void *arg)
-{
-	return copy_rec(rec, arg, sizeof(struct gs_ctx_rec));
-}
-
-static int copy_stream(const struct gs_rec *rec, void *arg)
-{
-	return copy_rec(rec, arg, sizeof(struct gs_stream_rec));
-}
-
-static int copy_event(const struct gs_rec *rec, void *arg)
-{
-	return copy_rec(rec, arg, sizeof(struct gs_event_rec));
-}
-
-static int copy_resv(const struct gs_rec *rec, void *arg)
-{
-	return copy_rec(rec, arg, sizeof(struct gs_resv_rec));
-}
-
-static int copy_phys(const struct gs_rec *rec, void *arg)
-{
-	return copy_rec(rec, arg, sizeof(struct gs_phys_rec));
-}
-
-static int copy_host(const struct gs_rec *rec, void *arg)
-{
-	return copy_rec(rec, arg, sizeof(struct gs_host_rec));
 }
 
 static int copy_mapping(const struct gs_rec *rec, void *arg)
@@ -174,13 +147,13 @@ int rp_snaps_take(struct snaps *s)
 		.kernel = RP_VEC(struct kernel_snap), .module = RP_VEC(struct module_snap),
 		.library = RP_VEC(uint64_t),
 	};
-	gs_trk_foreach(GS_KIND_CTX, copy_ctx, &s->ctx);
-	gs_trk_foreach(GS_KIND_STREAM, copy_stream, &s->stream);
-	gs_trk_foreach(GS_KIND_EVENT, copy_event, &s->event);
-	gs_trk_foreach(GS_KIND_RESERVATION, copy_resv, &s->resv);
-	gs_trk_foreach(GS_KIND_PHYS, copy_phys, &s->phys);
+	gs_trk_foreach(GS_KIND_CTX, copy_rec, &s->ctx);
+	gs_trk_foreach(GS_KIND_STREAM, copy_rec, &s->stream);
+	gs_trk_foreach(GS_KIND_EVENT, copy_rec, &s->event);
+	gs_trk_foreach(GS_KIND_RESERVATION, copy_rec, &s->resv);
+	gs_trk_foreach(GS_KIND_PHYS, copy_rec, &s->phys);
 	gs_trk_foreach(GS_KIND_MAPPING, copy_mapping, &s->map);
-	gs_trk_foreach(GS_KIND_HOST, copy_host, &s->host);
+	gs_trk_foreach(GS_KIND_HOST, copy_rec, &s->host);
 	gs_trk_foreach(GS_KIND_FUNCTION, copy_function, &s->func);
 	gs_trk_foreach(GS_KIND_KERNEL, copy_kernel, &s->kernel);
 	gs_trk_foreach(GS_KIND_MODULE, copy_module, &s->module);
