@@ -315,7 +315,7 @@ int rp_build_arenas(struct thaw *t, const struct snaps *sn)
 {
 	for (int d = 0; d < t->ndev && d < GS_MAX_DEVICES; d++) {
 		struct gs_arena *a = gs_devmem_arena(d);
-		int peers[GS_MAX_DEVICES];
+		int peers[GS_MAX_DEVICES * 2];
 		unsigned npeers = 0;
 		CUresult rc;
 
@@ -332,6 +332,21 @@ int rp_build_arenas(struct thaw *t, const struct snaps *sn)
 			for (unsigned k = 0; k < npeers; k++)
 				dup |= peers[k] == acc;
 			if (!dup)
+				peers[npeers++] = acc;
+		}
+		/* And every device with a context that can be this one's peer,
+		 * for copies (gs_devmem_device_used): a second grant when it
+		 * also enabled peer access. */
+		for (int c = 0; c < t->ndev && c < GS_MAX_DEVICES; c++) {
+			int acc = rp_real_of(t, c), can = 0;
+
+			if (c == d || acc < 0 || acc == rp_real_of(t, d) ||
+			    !(gs_devmem_copy_devices() & (UINT64_C(1) << c)))
+				continue;
+			gs_inside_begin();
+			rc = RP_REAL(cuDeviceCanAccessPeer, &can, acc, rp_real_of(t, d));
+			gs_inside_end();
+			if (rc == CUDA_SUCCESS && can && npeers < GS_MAX_DEVICES * 2)
 				peers[npeers++] = acc;
 		}
 		gs_inside_begin();

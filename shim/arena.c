@@ -246,8 +246,10 @@ static CUresult devmem_address_range(CUdeviceptr *pbase, size_t *psize, CUdevice
 }
 
 /* Attributes the arena answers; the others describe the mapping itself
- * (access flags, RDMA, sync memops, P2P tokens, decompression) and the
- * driver's answer for the VMM mapping is the right one. */
+ * (RDMA, sync memops, P2P tokens, decompression) and the driver's answer
+ * for the VMM mapping is the right one. Access flags are the arena's: its
+ * mappings also grant access for copies (gs_devmem_device_used), which
+ * cuMemAlloc memory does not report. */
 static bool attr_is_local(CUpointer_attribute attr)
 {
 	switch (attr) {
@@ -267,6 +269,7 @@ static bool attr_is_local(CUpointer_attribute attr)
 	case CU_POINTER_ATTRIBUTE_MAPPING_SIZE:
 	case CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR:
 	case CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID:
+	case CU_POINTER_ATTRIBUTE_ACCESS_FLAGS:
 		return true;
 	default:
 		return false;
@@ -274,6 +277,31 @@ static bool attr_is_local(CUpointer_attribute attr)
 }
 
 #define PUT(type, value) (*(type *)data = (type)(value))
+
+static int peers_of(const struct gs_rec *rec, void *arg)
+{
+	*(uint64_t *)arg = ((const struct gs_ctx_rec *)rec)->peers_enabled;
+	return 0;
+}
+
+/* What cuMemAlloc memory of app device `dev` answers for the access flags:
+ * read-write for the current context's own device and for a context that
+ * enabled peer access to `dev`, none otherwise. */
+static CUresult legacy_access(int dev, unsigned *flags)
+{
+	int cur_dev = -1;
+	CUcontext cur = gs_hook_current_ctx(&cur_dev);
+	uint64_t peers = 0;
+
+	if (!cur)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	if (cur_dev != dev)
+		gs_trk_with(GS_KIND_CTX, (uint64_t)(uintptr_t)cur, peers_of, &peers);
+	*flags = cur_dev == dev || (dev < 64 && (peers & (UINT64_C(1) << dev)))
+			 ? CU_POINTER_ATTRIBUTE_ACCESS_FLAG_READWRITE
+			 : CU_POINTER_ATTRIBUTE_ACCESS_FLAG_NONE;
+	return CUDA_SUCCESS;
+}
 
 /* One local attribute of ptr, inside arena allocation al of app device dev.
  * The value types are the driver's: booleans as unsigned int. */
@@ -332,6 +360,8 @@ static CUresult attr_local(CUpointer_attribute attr, void *data, CUdeviceptr ptr
 	case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE:
 		PUT(CUmemoryPool, NULL);
 		break;
+	case CU_POINTER_ATTRIBUTE_ACCESS_FLAGS:
+		return legacy_access(dev, data);
 	default:
 		return CUDA_ERROR_INVALID_VALUE;
 	}

@@ -171,7 +171,8 @@ void gs_arena_stats(struct gs_arena *a, struct gs_arena_stats *out);
  * Migration. detach: unmap and release every chunk and free the window; the
  * records stay (the caller saved the contents first). attach: reserve the
  * same window again, exactly, and create every chunk on `device` at its old
- * address with access for the owner and `peers`. attach either succeeds
+ * address with access for the owner and `peers` (a device named n times
+ * holds n grants, see gs_arena_peer_access). attach either succeeds
  * completely or leaves the arena detached and the driver as it was, so a
  * later attach (another device) can still work.
  */
@@ -245,6 +246,16 @@ void gs_arena_ctx_destroyed(CUcontext ctx);
  * Ordinals are the application's. Counted: each enable needs its disable.
  */
 void gs_arena_peer_access_changed(int owner, int accessor, bool enabled);
+
+/*
+ * A context was made on application device `app`: from now on that device
+ * may copy from and to every arena its GPU can be a peer of (VMM mappings
+ * are reachable only by the devices they grant access to, cuMemAlloc memory
+ * by any). Called by the context hooks; cheap after the first time.
+ */
+void gs_devmem_device_used(int app);
+/* Bit per application device gs_devmem_device_used has seen. */
+uint64_t gs_devmem_copy_devices(void);
 
 /* The arena serving application device `app` (real ordinal `real`), made at
  * the first call; NULL when the device is served by passthrough. */

@@ -992,9 +992,19 @@ CUresult gs_arena_attach(struct gs_arena *a, int device, const int *peers, unsig
 	old_device = a->device;
 	a->device = device;
 	a->peers = np;
-	a->npeers = a->peers_cap = npeers;
-	for (unsigned i = 0; i < npeers; i++)
-		np[i] = (struct peer){ .device = peers[i], .grants = 1 };
+	a->peers_cap = npeers;
+	a->npeers = 0;
+	/* A device named n times holds n grants (peer access enabled, copy
+	 * access), each of which a later revoke takes back separately. */
+	for (unsigned i = 0; i < npeers; i++) {
+		unsigned k = 0;
+
+		while (k < a->npeers && np[k].device != peers[i])
+			k++;
+		if (k == a->npeers)
+			np[a->npeers++] = (struct peer){ .device = peers[i] };
+		np[k].grants++;
+	}
 	a->access = acc;
 	rebuild_access(a);
 

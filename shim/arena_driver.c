@@ -37,6 +37,18 @@ struct device {
 };
 
 static struct device devices[GS_MAX_DEVICES];
+/*
+ * Devices (app ordinals) the process has made a context on. Memory from
+ * cuMemAlloc can be copied by any device (with unified addressing a
+ * cuMemcpy from a context of one device reaches another's allocation, the
+ * driver staging it when they are not peers). A VMM mapping can only be
+ * reached by the devices it grants access to, so each arena grants access
+ * to every device here that can be its peer, once, never revoked: without
+ * it a copy the application makes across devices would fail under the shim
+ * only. Device pairs that cannot be peers stay unreachable (see
+ * docs/limitations.md).
+ */
+static _Atomic uint64_t copy_devices;
 /* 1 + the highest ordinal that has an arena: lookups scan only that far. */
 static _Atomic int devices_used;
 /* Device set-up and peer grants; both rare. */
@@ -276,6 +288,55 @@ static void config_read(void)
 			  "destroyed contexts will stay allocated");
 }
 
+/* Grant `accessor` (app ordinal) access to `owner`'s arena for copies, if the
+ * two can be peers. With setup_lock held. */
+static void copy_grant(int owner, struct gs_arena *a, int accessor)
+{
+	struct gs_devmap *dm = gs_trk_devmap();
+	int ro = gs_devmap_to_real(dm, owner), ra = gs_devmap_to_real(dm, accessor), can = 0;
+	CUresult rc;
+
+	if (ro < 0 || ra < 0 || ro == ra)
+		return;
+	rc = GS_MEM_REAL(cuDeviceCanAccessPeer, &can, ra, ro);
+	if (rc != CUDA_SUCCESS || !can) {
+		gs_debug("device %d cannot reach the arena of device %d: copies between them "
+			 "under the shim need a peer path", accessor, owner);
+		return;
+	}
+	rc = gs_arena_peer_access(a, ra, true);
+	if (rc != CUDA_SUCCESS)
+		gs_warn("granting device %d access to the arena of device %d failed (%d): "
+			"copies from there will fail", accessor, owner, (int)rc);
+}
+
+void gs_devmem_device_used(int app)
+{
+	uint64_t bit;
+
+	if (app < 0 || app >= GS_MAX_DEVICES)
+		return;
+	bit = UINT64_C(1) << app;
+	if (atomic_load_explicit(&copy_devices, memory_order_acquire) & bit)
+		return;
+	pthread_mutex_lock(&setup_lock);
+	if (!(atomic_load_explicit(&copy_devices, memory_order_relaxed) & bit)) {
+		atomic_fetch_or_explicit(&copy_devices, bit, memory_order_release);
+		for (int o = 0; o < GS_MAX_DEVICES; o++) {
+			struct gs_arena *a = atomic_load_explicit(&devices[o].arena,
+								  memory_order_acquire);
+			if (a && o != app)
+				copy_grant(o, a, app);
+		}
+	}
+	pthread_mutex_unlock(&setup_lock);
+}
+
+uint64_t gs_devmem_copy_devices(void)
+{
+	return atomic_load_explicit(&copy_devices, memory_order_acquire);
+}
+
 static int query_attr(CUdevice_attribute attr, int dev)
 {
 	int v = 0;
@@ -371,6 +432,10 @@ static enum device_mode device_setup(struct device *d, int app, int real)
 		gs_info("device %d: arena window %#llx, %llu GiB, %llu MiB chunks", app,
 			(unsigned long long)window, (unsigned long long)(window_size >> 30),
 			(unsigned long long)(cfg.granularity >> 20));
+	uint64_t copiers = atomic_load_explicit(&copy_devices, memory_order_relaxed);
+	for (int acc = 0; acc < GS_MAX_DEVICES; acc++)
+		if (acc != app && (copiers & (UINT64_C(1) << acc)))
+			copy_grant(app, a, acc);
 	for (int acc = 0; acc < GS_MAX_DEVICES; acc++) {
 		for (; d->pending_grants[acc]; d->pending_grants[acc]--) {
 			rc = gs_arena_peer_access(a, gs_devmap_to_real(gs_trk_devmap(), acc),

@@ -159,6 +159,7 @@ void gs_track_cuCtxCreate_v4(bool ptds, CUcontext *pctx, CUctxCreateParams *ctxC
 	}
 	*pctx = app;
 	gs_hook_device_sm(dev);
+	gs_devmem_device_used(dev);
 }
 
 void gs_track_cuCtxDestroy_v2(bool ptds, CUcontext ctx)
@@ -186,6 +187,7 @@ void gs_track_cuDevicePrimaryCtxRetain(bool ptds, CUcontext *pctx, CUdevice dev)
 	}
 	*pctx = app;
 	gs_hook_device_sm(dev);
+	gs_devmem_device_used(dev);
 }
 
 /* Whether the device's primary context is still active after a release or

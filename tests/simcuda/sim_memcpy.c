@@ -24,6 +24,13 @@
  * worker runs the copy (CUDA_ERROR_ILLEGAL_ADDRESS then, which becomes the
  * context's sticky error). The worker holds the memory lock while copying so
  * that a concurrent free or unmap cannot pull pages from under it.
+ *
+ * A copy is made by a device: the current context's (a peer copy: each
+ * side's own context's). VMM memory must be mapped readable (source) or
+ * writable (destination) for that device with cuMemSetAccess, as on a GPU,
+ * where a copy engine cannot reach a mapping its device has no access to.
+ * cuMemAlloc memory of another device is reachable by any copy (the driver
+ * stages it through the host when the devices are not peers).
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -52,6 +59,10 @@ struct copy {
 	size_t dpitch, spitch, width, height;
 	size_t dslice, sslice, depth;
 	enum side dside, sside;
+	/* The device copying each side (VMM access is checked for it); set by
+	 * peer copies, else the current context's. */
+	int ddev, sdev;
+	bool devs_set;
 	void *staging;
 	unsigned elem; /* memset: 1, 2 or 4; 0 for a copy */
 	uint32_t value;
@@ -74,9 +85,20 @@ static bool extent_ok(size_t slice, size_t pitch, const struct copy *c)
 	       !__builtin_add_overflow(a, b, &a) && !__builtin_add_overflow(a, c->width, &a);
 }
 
-/* With the memory lock held: where [p, p+n) is, and whether it is usable. */
-static CUresult side_check(const char *fn, uintptr_t p, size_t n, bool write, enum role role,
-			   enum side *side)
+/* With the memory lock held: whether device `dev` can copy [p, p+n). Only VMM
+ * mappings have per-device access for copies (see the top). */
+static CUresult copy_access(uintptr_t p, size_t n, int dev, bool write, const char *fn)
+{
+	struct sim_range *r = sim_range_find(p);
+
+	return sim_mem_access_locked((CUdeviceptr)p, n,
+				     r && r->type == SIM_RANGE_RESERVE ? dev : -1, write, fn);
+}
+
+/* With the memory lock held: where [p, p+n) is, and whether device `dev`
+ * can copy it. */
+static CUresult side_check(const char *fn, uintptr_t p, size_t n, int dev, bool write,
+			   enum role role, enum side *side)
 {
 	struct sim_range *r = sim_range_find(p);
 	bool host = r && (r->type == SIM_RANGE_HOST_ALLOC || r->type == SIM_RANGE_HOST_REG);
@@ -94,7 +116,7 @@ static CUresult side_check(const char *fn, uintptr_t p, size_t n, bool write, en
 		return CUDA_SUCCESS;
 	}
 	*side = host ? SIDE_PINNED : SIDE_DEVICE;
-	CUresult rc = sim_mem_access_locked((CUdeviceptr)p, n, -1, write, fn);
+	CUresult rc = copy_access(p, n, dev, write, fn);
 	return rc == CUDA_SUCCESS ? rc : CUDA_ERROR_INVALID_VALUE;
 }
 
@@ -115,9 +137,9 @@ static CUresult copy_run(void *arg)
 
 	sim_mem_rdlock();
 	if (c->dside != SIDE_PAGEABLE)
-		rc = sim_mem_access_locked(c->dst, extent(c->dslice, c->dpitch, c), -1, true, c->fn);
+		rc = copy_access(c->dst, extent(c->dslice, c->dpitch, c), c->ddev, true, c->fn);
 	if (rc == CUDA_SUCCESS && !c->elem && c->sside != SIDE_PAGEABLE)
-		rc = sim_mem_access_locked(c->src, extent(c->sslice, c->spitch, c), -1, false, c->fn);
+		rc = copy_access(c->src, extent(c->sslice, c->spitch, c), c->sdev, false, c->fn);
 	for (size_t z = 0; rc == CUDA_SUCCESS && z < c->depth; z++) {
 		for (size_t y = 0; y < c->height; y++) {
 			uint8_t *d = (uint8_t *)(c->dst + z * c->dslice + y * c->dpitch);
@@ -158,11 +180,14 @@ static CUresult copy_issue(const char *fn, bool ptds, CUstream hstream, bool asy
 		return CUDA_ERROR_INVALID_VALUE;
 
 	c->fn = fn;
+	if (!c->devs_set)
+		c->ddev = c->sdev = ctx->device;
 	sim_mem_rdlock();
-	rc = side_check(fn, c->dst, extent(c->dslice, c->dpitch, c), true, dst_role, &c->dside);
+	rc = side_check(fn, c->dst, extent(c->dslice, c->dpitch, c), c->ddev, true, dst_role,
+			&c->dside);
 	if (rc == CUDA_SUCCESS && !c->elem)
-		rc = side_check(fn, c->src, extent(c->sslice, c->spitch, c), false, src_role,
-				&c->sside);
+		rc = side_check(fn, c->src, extent(c->sslice, c->spitch, c), c->sdev, false,
+				src_role, &c->sside);
 	sim_mem_unlock();
 	if (rc != CUDA_SUCCESS)
 		return rc;
@@ -348,6 +373,9 @@ static CUresult peer_issue(const char *fn, bool ptds, CUstream s, bool async, st
 		sim_mem_access(c->src, 1, -1, false, fn, NULL);
 		return CUDA_ERROR_INVALID_VALUE;
 	}
+	c->ddev = dc->device;
+	c->sdev = sc->device;
+	c->devs_set = true;
 	if (!async) {
 		/* Serialised with the pending work of both contexts. */
 		if ((rc = sim_exec_sync_ctx(sc)) != CUDA_SUCCESS ||
