@@ -311,6 +311,32 @@ int rp_build_contexts(struct thaw *t, const struct snaps *sn)
 	return 0;
 }
 
+/* The arena chunks staged on the target: chunk address -> region. */
+struct adopt_arena {
+	const struct thaw *t;
+	struct rp_index by_va;
+	int real;
+	uint64_t adopted;
+};
+
+static uint64_t adopt_chunk(void *arg, uint64_t va, uint64_t size)
+{
+	struct adopt_arena *aa = arg;
+	uint64_t i;
+	const struct rp_region *g;
+	uint64_t h;
+
+	if (!rp_index_get(&aa->by_va, va, &i))
+		return 0;
+	g = &aa->t->s->regions[i];
+	if (g->size != size)
+		return 0;
+	h = rp_stage_adopt(g, aa->real);
+	if (h)
+		aa->adopted += size;
+	return h;
+}
+
 int rp_build_arenas(struct thaw *t, const struct snaps *sn)
 {
 	for (int d = 0; d < t->ndev && d < GS_MAX_DEVICES; d++) {
@@ -349,9 +375,24 @@ int rp_build_arenas(struct thaw *t, const struct snaps *sn)
 			if (rc == CUDA_SUCCESS && can && npeers < GS_MAX_DEVICES * 2)
 				peers[npeers++] = acc;
 		}
+		struct adopt_arena aa = { .t = t, .real = rp_real_of(t, d) };
+
+		for (size_t i = 0; i < t->s->nregions; i++) {
+			const struct rp_region *g = &t->s->regions[i];
+
+			if (g->kind == RP_REGION_ARENA && g->device == d &&
+			    rp_region_staged_on(g, aa.real) && rp_index_put(&aa.by_va, g->va, i)) {
+				rp_index_free(&aa.by_va);
+				return rp_thaw_nomem(t);
+			}
+		}
 		gs_inside_begin();
-		rc = gs_arena_attach(a, rp_real_of(t, d), peers, npeers);
+		rc = gs_arena_attach_adopt(a, aa.real, peers, npeers, adopt_chunk, &aa);
 		gs_inside_end();
+		rp_index_free(&aa.by_va);
+		if (aa.adopted)
+			gs_debug("device %d: %llu bytes of staged memory taken over", d,
+				 (unsigned long long)aa.adopted);
 		if (rc != CUDA_SUCCESS) {
 			uint64_t base, size;
 
@@ -377,6 +418,19 @@ int rp_build_arenas(struct thaw *t, const struct snaps *sn)
 uint64_t rp_map_phys(const struct thaw *t, uint64_t app)
 {
 	return rp_new_real(t, GS_KIND_PHYS, app);
+}
+
+/* The staged memory of the application's allocation `app` on real GPU
+ * `real`, with a reference for the thaw, or 0. */
+static CUmemGenericAllocationHandle staged_phys(const struct thaw *t, uint64_t app, int real)
+{
+	for (size_t i = 0; i < t->s->nregions; i++) {
+		const struct rp_region *g = &t->s->regions[i];
+
+		if (g->kind == RP_REGION_PHYS && g->phys == app)
+			return (CUmemGenericAllocationHandle)rp_stage_adopt(g, real);
+	}
+	return 0;
 }
 
 int rp_build_vmm(struct thaw *t, const struct snaps *sn)
@@ -423,7 +477,9 @@ int rp_build_vmm(struct thaw *t, const struct snaps *sn)
 			prop.location.id = rp_real_of(t, prop.location.id);
 		what = "creating physical memory";
 		where = p->hdr.app;
-		rc = RP_REAL(cuMemCreate, &h, p->size, &prop, p->flags);
+		h = staged_phys(t, p->hdr.app, prop.location.id);
+		if (!h)
+			rc = RP_REAL(cuMemCreate, &h, p->size, &prop, p->flags);
 		if (rc != CUDA_SUCCESS)
 			break;
 		if (!(m = rp_made_add(t, MADE_PHYS, GS_KIND_PHYS, p->hdr.app, h))) {

@@ -221,10 +221,13 @@ static int work_contexts(struct release *r, const struct rp_vec *ctxs)
 }
 
 static int save(struct release *r, const struct rp_vec *ctxs, const struct rp_vec *phys,
-		const char *image_dir, const struct rp_vec *code, json_t *report)
+		const char *image_dir, const int *stage_map, const struct rp_vec *code,
+		json_t *report)
 {
 	struct rp_saved *s = r->s;
 	struct rp_copy *copies = calloc(s->nregions ? s->nregions : 1, sizeof(*copies));
+	uint64_t staged = 0;
+	size_t ncopies = s->nregions;
 	struct rp_tmpmap *maps = calloc(phys->n ? phys->n : 1, sizeof(*maps));
 	struct gs_image_writer *w = NULL;
 	size_t np = 0;
@@ -274,7 +277,20 @@ static int save(struct release *r, const struct rp_vec *ctxs, const struct rp_ve
 			goto out;
 		}
 	}
-	rc = rp_dump(copies, s->nregions, r->work, w, r->progress, r->err);
+	if (stage_map && !image_dir) {
+		rc = rp_stage(s, copies, s->nregions, r->work, stage_map, r->progress, r->warnings,
+			      &staged);
+		if (rc)
+			goto out;
+		/* The rest goes to host memory. */
+		ncopies = 0;
+		for (size_t i = 0; i < s->nregions; i++)
+			if (!copies[i].region->stage_handle)
+				copies[ncopies++] = copies[i];
+		if (report)
+			json_object_set_new(report, "bytes_peer", json_integer((json_int_t)staged));
+	}
+	rc = rp_dump(copies, ncopies, r->work, w, r->progress, r->err);
 	if (rc)
 		goto out;
 	if (w) {
@@ -488,8 +504,8 @@ static void destroy_all(struct release *r, const struct rp_vec *ctxs)
 
 /* ---- the operation --------------------------------------------------------------------- */
 
-int rp_release(const char *image_dir, const struct gs_progress *progress, json_t *report,
-	       char **err)
+int rp_release(const char *image_dir, const int *stage_map, const struct gs_progress *progress,
+	       json_t *report, char **err)
 {
 	struct gs_devmap *dm = gs_trk_devmap();
 	struct rp_saved saved = { 0 };
@@ -543,7 +559,7 @@ int rp_release(const char *image_dir, const struct gs_progress *progress, json_t
 	if (rc)
 		goto out;
 
-	rc = save(&r, &ctxs, &phys, image_dir, &code, report);
+	rc = save(&r, &ctxs, &phys, image_dir, stage_map, &code, report);
 	if (rc)
 		goto out;
 
@@ -578,9 +594,14 @@ int rp_release(const char *image_dir, const struct gs_progress *progress, json_t
 		json_object_set_new(report, "image", image_dir ? json_string(image_dir) : json_null());
 		json_object_set(report, "warnings", r.warnings);
 	}
-	gs_info("released: %llu bytes in %zu regions saved to %s",
-		(unsigned long long)rp.saved.bytes, rp.saved.nregions,
-		image_dir ? image_dir : "host memory");
+	uint64_t staged = 0;
+
+	for (size_t i = 0; i < rp.saved.nregions; i++)
+		if (rp.saved.regions[i].stage_handle)
+			staged += rp.saved.regions[i].size;
+	gs_info("released: %llu bytes in %zu regions saved to %s (%llu bytes of them staged "
+		"on the target GPUs)", (unsigned long long)rp.saved.bytes, rp.saved.nregions,
+		image_dir ? image_dir : "host memory", (unsigned long long)staged);
 out:
 	rp_saved_free(&saved);
 	free(ctxs.v);
@@ -614,6 +635,11 @@ static int save_to_image(const char *image_dir, const struct gs_progress *progre
 	if (s->image_dir)
 		return rp_fail(err, -EALREADY, "the process is released to image %s already",
 			       s->image_dir);
+	/* Contents still waiting on a GPU (a swap that could not finish)
+	 * come to host memory first. */
+	rc = rp_unstage(s, NULL, progress, err);
+	if (rc)
+		return rc;
 	gs_trk_foreach(GS_KIND_CTX, rp_snap_ctx, &ctxs);
 	gs_trk_foreach(GS_KIND_MODULE, rp_snap_module, &code);
 	gs_trk_foreach(GS_KIND_LIBRARY, rp_snap_library, &code);
@@ -691,7 +717,7 @@ int gs_replay_release(const char *image_dir, const struct gs_progress *progress,
 			rc = rp_fail(err, -EALREADY, "the process is already released");
 		break;
 	case GS_STATE_FROZEN:
-		rc = rp_release(image_dir, progress, o, err);
+		rc = rp_release(image_dir, NULL, progress, o, err);
 		break;
 	}
 	rp_op_end();

@@ -120,6 +120,12 @@ struct rp_region {
 	uint32_t extent;     /* contents in the image: its extent id */
 	/* During a thaw: where the contents go (device address). */
 	uint64_t dest;
+	/* Staged (stage.c): the contents are in physical memory on real GPU
+	 * stage_device (handle stage_handle, a reference of the staging's),
+	 * mapped at stage_va; 0 when not staged. */
+	uint64_t stage_handle;
+	uint64_t stage_va;
+	int stage_device;
 };
 
 /* A primary context released at a release, and how many times: a thaw
@@ -265,10 +271,39 @@ CUresult rp_tmpmap_make(struct rp_tmpmap *m, CUmemGenericAllocationHandle real, 
 			int real_device);
 void rp_tmpmap_drop(struct rp_tmpmap *m);
 
+/* ---- stage.c ------------------------------------------------------------------------- */
+
+/*
+ * Copy the memory regions among copies[0..n) (as a release prepared them:
+ * the source address and GPU of each) whose device `map` (app -> real)
+ * sends to a GPU the source can write to over a peer link into new memory
+ * there, and mark them staged. Regions that cannot be staged are left for
+ * the host path; when staging fails it is undone with a warning, the host
+ * path taking everything. *staged: the bytes staged. 0, or -errno for
+ * failures that stop the release.
+ */
+int rp_stage(struct rp_saved *s, struct rp_copy *copies, size_t n, CUcontext const *work,
+	     const int *map, const struct gs_progress *progress, json_t *warnings,
+	     uint64_t *staged);
+/* Copy staged regions to host memory and drop their staging: all of them
+ * (map NULL), or those whose device `map` does not send to the GPU holding
+ * them. On failure everything stays staged. 0 or -errno. */
+int rp_unstage(struct rp_saved *s, const int *map, const struct gs_progress *progress,
+	       char **err);
+/* Release a region's staged memory (no-op when not staged). */
+void rp_stage_drop(struct rp_region *r);
+/* Whether the region's contents wait in memory on real GPU `real_device`. */
+bool rp_region_staged_on(const struct rp_region *r, int real_device);
+/* The driver handle of the region's staged memory on `real_device` with a
+ * new reference for the caller, or 0 (not staged there, or it failed). */
+uint64_t rp_stage_adopt(const struct rp_region *r, int real_device);
+
 /* ---- release.c ---------------------------------------------------------------------- */
 
-int rp_release(const char *image_dir, const struct gs_progress *progress, json_t *report,
-	       char **err);
+/* stage_map (NULL: none): the app -> real map of a thaw that follows at
+ * once, whose memory may be staged on the targets (stage.c). */
+int rp_release(const char *image_dir, const int *stage_map, const struct gs_progress *progress,
+	       json_t *report, char **err);
 
 /* ---- thaw.c ------------------------------------------------------------------------- */
 
@@ -286,5 +321,6 @@ int rp_unfreeze(char **err);
  * report: the warnings of release and thaw reach the tool as well as the log. */
 void rp_warnv(json_t *warnings, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));
+void rp_warn(json_t *warnings, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

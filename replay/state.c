@@ -243,6 +243,7 @@ void rp_saved_free(struct rp_saved *s)
 {
 	for (size_t i = 0; i < s->nregions; i++) {
 		rp_region_drop_host(&s->regions[i]);
+		rp_stage_drop(&s->regions[i]);
 		free(s->regions[i].name);
 	}
 	free(s->regions);
@@ -634,6 +635,15 @@ int gs_replay_status(json_t **report)
 	free(image);
 	*report = o;
 	return 0;
+}
+
+void rp_warn(json_t *warnings, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	rp_warnv(warnings, fmt, ap);
+	va_end(ap);
 }
 
 void rp_warnv(json_t *warnings, const char *fmt, va_list ap)

@@ -6,10 +6,12 @@
  * either moves the process or leaves it running as it was; only when both
  * fail does it stay released, its state saved, for gpu-thaw to retry.
  *
- * Contents travel through host memory. Copying device to device over peer
- * access would avoid the host round trip where the GPUs allow it; that is
- * an optimisation left to later, the host path being the one every pair of
- * GPUs supports.
+ * Device memory goes device to device where the source GPU can reach the
+ * target over a peer link (stage.c): the release copies it into new memory
+ * on the target and the thaw maps that memory at the original addresses.
+ * The rest (module variables, devices without a peer path) goes through
+ * host memory. When the thaw on the target fails, the staged memory is
+ * copied to host memory before the process moves back.
  */
 #define GS_LOG_SUBSYS "replay"
 #include "rp_internal.h"
@@ -70,7 +72,7 @@ int gs_replay_swap(const char *device_spec, unsigned timeout_ms,
 	rc = rp_freeze(timeout_ms, sub(o, "freeze"), err);
 	if (rc)
 		goto out;
-	rc = rp_release(NULL, progress, sub(o, "release"), err);
+	rc = rp_release(NULL, map, progress, sub(o, "release"), err);
 	if (rc) {
 		rp_unfreeze(NULL);
 		goto out;

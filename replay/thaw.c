@@ -277,7 +277,9 @@ static int check_target(struct thaw *t, const struct snaps *sn)
 		if (real < 0 || real >= ndev)
 			return rp_fail(t->err, -ENODEV, "memory of device %d has no target GPU",
 				       s->regions[i].device);
-		need[real] += s->regions[i].size;
+		/* Staged memory is on the target already. */
+		if (!rp_region_staged_on(&s->regions[i], real))
+			need[real] += s->regions[i].size;
 		if (s->regions[i].kind != RP_REGION_GLOBAL)
 			vmm[real] = true;
 	}
@@ -365,14 +367,19 @@ static int restore_memory(struct thaw *t, const char *image_dir)
 		free(maps);
 		return rp_thaw_nomem(t);
 	}
+	size_t n = 0;
+
 	gs_inside_begin();
 	for (size_t i = 0; i < s->nregions && !rc; i++) {
 		struct rp_region *g = &s->regions[i];
 		int real = rp_real_of(t, g->device);
 
-		copies[i] = (struct rp_copy){ .region = g, .va = g->va, .real_device = real };
+		/* Staged memory was adopted with its contents. */
+		if (rp_region_staged_on(g, real))
+			continue;
+		copies[n] = (struct rp_copy){ .region = g, .va = g->va, .real_device = real };
 		if (g->kind == RP_REGION_GLOBAL)
-			copies[i].va = g->dest;
+			copies[n].va = g->dest;
 		if (g->kind == RP_REGION_PHYS) {
 			uint64_t h = rp_map_phys(t, g->phys);
 			CUresult cr = h ? rp_tmpmap_make(&maps[nmaps], h, g->size, real)
@@ -384,12 +391,13 @@ static int restore_memory(struct thaw *t, const char *image_dir)
 					     rp_cu_name(cr));
 				break;
 			}
-			copies[i].va = maps[nmaps++].va;
+			copies[n].va = maps[nmaps++].va;
 		}
+		n++;
 	}
 	gs_inside_end();
 	if (!rc)
-		rc = rp_restore(copies, s->nregions, t->work, image_dir, t->progress, t->err);
+		rc = rp_restore(copies, n, t->work, image_dir, t->progress, t->err);
 	gs_inside_begin();
 	for (size_t i = 0; i < nmaps; i++)
 		rp_tmpmap_drop(&maps[i]);
@@ -525,6 +533,11 @@ int rp_thaw(const int *map, const char *image_dir, const struct gs_progress *pro
 		goto out;
 	}
 
+	/* Memory staged on a GPU this thaw does not put it on comes to host
+	 * memory first (a swap moving back after its target failed). */
+	rc = rp_unstage(&rp.saved, map, progress, err);
+	if (rc)
+		goto out;
 	rp_progress(progress, "check", 0, 0);
 	rc = check_target(&t, &sn);
 	if (rc)
@@ -613,7 +626,7 @@ static int thaw_frozen(const int *map, const int *cur, int ndev, const char *ima
 			json_object_set_new(report, "state", json_string("running"));
 		return rc;
 	}
-	rc = rp_release(NULL, progress, rel, err);
+	rc = rp_release(NULL, map, progress, rel, err);
 	if (report && rel)
 		json_object_set_new(report, "release", rel);
 	else

@@ -56,6 +56,11 @@ struct gs_arena_ops {
 	CUresult (*unreserve)(void *opaque, uint64_t va, uint64_t size);
 	/* Physical memory of `size` bytes on `device`. */
 	CUresult (*create)(void *opaque, int device, uint64_t size, uint64_t *handle);
+	/* Optional. Take physical memory made elsewhere as a chunk of `size`
+	 * bytes on `device`: `real` is the driver's handle, with a reference
+	 * of its own that the arena now owns (released with `release`).
+	 * Cannot fail. */
+	void (*adopt)(void *opaque, int device, uint64_t size, uint64_t real, uint64_t *handle);
 	CUresult (*release)(void *opaque, uint64_t handle);
 	CUresult (*map)(void *opaque, uint64_t va, uint64_t size, uint64_t handle);
 	CUresult (*unmap)(void *opaque, uint64_t va, uint64_t size);
@@ -178,6 +183,17 @@ void gs_arena_stats(struct gs_arena *a, struct gs_arena_stats *out);
  */
 CUresult gs_arena_detach(struct gs_arena *a);
 CUresult gs_arena_attach(struct gs_arena *a, int device, const int *peers, unsigned npeers);
+/*
+ * attach, taking for some chunks memory that is already there (a swap
+ * copied the contents into it over peer access): `fn` returns, for the chunk
+ * at `va`, the driver's handle of memory of `size` bytes on `device` with a
+ * reference for the arena, or 0 to create the chunk as attach does. The
+ * arena owns every reference fn hands out, even when the attach fails (it
+ * releases them then).
+ */
+typedef uint64_t gs_arena_adopt_fn(void *arg, uint64_t va, uint64_t size);
+CUresult gs_arena_attach_adopt(struct gs_arena *a, int device, const int *peers, unsigned npeers,
+			       gs_arena_adopt_fn *fn, void *arg);
 
 /* The size classes small allocations are packed into, for a granularity:
  * fills up to max sizes (ascending) and returns the count. */
@@ -254,6 +270,9 @@ void gs_arena_peer_access_changed(int owner, int accessor, bool enabled);
  * by any). Called by the context hooks; cheap after the first time.
  */
 void gs_devmem_device_used(int app);
+/* The properties the arena of app device `app` creates its chunks with,
+ * placed on real device `real`: 0, or -ENODEV when it has no arena. */
+int gs_devmem_chunk_prop(int app, int real, CUmemAllocationProp *prop);
 /* Bit per application device gs_devmem_device_used has seen. */
 uint64_t gs_devmem_copy_devices(void);
 

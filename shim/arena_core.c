@@ -273,16 +273,21 @@ static void span_unback(struct gs_arena *a, struct span *s)
 	a->bytes_backed -= s->size;
 }
 
-/* Back s (va, size set) with new physical memory on a->device, mapped and
- * accessible to a->access. On failure nothing is left behind. */
-static CUresult span_back(struct gs_arena *a, struct span *s)
+/* Back s (va, size set) with new physical memory on a->device (or memory
+ * `adopt` hands over), mapped and accessible to a->access. On failure
+ * nothing is left behind. */
+static CUresult span_back(struct gs_arena *a, struct span *s, gs_arena_adopt_fn *adopt, void *arg)
 {
-	uint64_t handle = 0;
+	uint64_t handle = 0, real = adopt && a->ops.adopt ? adopt(arg, s->va, s->size) : 0;
 	CUresult rc, undo;
 
-	rc = a->ops.create(a->opaque, a->device, s->size, &handle);
-	if (rc != CUDA_SUCCESS)
-		return rc;
+	if (real) {
+		a->ops.adopt(a->opaque, a->device, s->size, real, &handle);
+	} else {
+		rc = a->ops.create(a->opaque, a->device, s->size, &handle);
+		if (rc != CUDA_SUCCESS)
+			return rc;
+	}
 	rc = a->ops.map(a->opaque, s->va, s->size, handle);
 	if (rc != CUDA_SUCCESS)
 		goto release;
@@ -384,11 +389,11 @@ static CUresult span_new(struct gs_arena *a, uint64_t ngran, enum span_kind kind
 	s->size = ngran << a->gran_shift;
 	s->kind = kind;
 
-	CUresult rc = span_back(a, s);
+	CUresult rc = span_back(a, s, NULL, NULL);
 	if (rc == CUDA_ERROR_OUT_OF_MEMORY && a->spare) {
 		/* The spares' physical memory may be exactly what is missing. */
 		spare_drop_all(a);
-		rc = span_back(a, s);
+		rc = span_back(a, s, NULL, NULL);
 	}
 	if (rc != CUDA_SUCCESS) {
 		ext_give(a, start, ngran);
@@ -968,6 +973,12 @@ out:
 
 CUresult gs_arena_attach(struct gs_arena *a, int device, const int *peers, unsigned npeers)
 {
+	return gs_arena_attach_adopt(a, device, peers, npeers, NULL, NULL);
+}
+
+CUresult gs_arena_attach_adopt(struct gs_arena *a, int device, const int *peers, unsigned npeers,
+			       gs_arena_adopt_fn *fn, void *arg)
+{
 	CUresult rc = CUDA_SUCCESS;
 	struct span *s;
 	int old_device;
@@ -1019,7 +1030,7 @@ CUresult gs_arena_attach(struct gs_arena *a, int device, const int *peers, unsig
 	if (rc != CUDA_SUCCESS)
 		goto undo_peers;
 	for (s = a->all.next; s != &a->all; s = s->next) {
-		rc = span_back(a, s);
+		rc = span_back(a, s, fn, arg);
 		if (rc != CUDA_SUCCESS)
 			break;
 	}

@@ -178,6 +178,18 @@ static CUresult op_create(void *opaque, int device, uint64_t size, uint64_t *han
 	return CUDA_SUCCESS;
 }
 
+static void op_adopt(void *opaque, int device, uint64_t size, uint64_t real, uint64_t *handle)
+{
+	struct device *d = opaque;
+	CUmemAllocationProp prop = d->prop;
+	CUmemGenericAllocationHandle app = real;
+
+	prop.location.id = device;
+	trk_warn(gs_trk_phys_created(real, size, &prop, 0, GS_OWNER_SHIM, false, &app),
+		 "adopted arena chunk", real);
+	*handle = app;
+}
+
 static CUresult op_release(void *opaque, uint64_t handle)
 {
 	CUresult rc = GS_MEM_REAL(cuMemRelease, gs_hook_to_real(GS_KIND_PHYS, handle));
@@ -242,6 +254,7 @@ static const struct gs_arena_ops arena_ops = {
 	.reserve = op_reserve,
 	.unreserve = op_unreserve,
 	.create = op_create,
+	.adopt = op_adopt,
 	.release = op_release,
 	.map = op_map,
 	.unmap = op_unmap,
@@ -330,6 +343,16 @@ void gs_devmem_device_used(int app)
 		}
 	}
 	pthread_mutex_unlock(&setup_lock);
+}
+
+int gs_devmem_chunk_prop(int app, int real, CUmemAllocationProp *prop)
+{
+	if (app < 0 || app >= GS_MAX_DEVICES ||
+	    !atomic_load_explicit(&devices[app].arena, memory_order_acquire))
+		return -ENODEV;
+	*prop = devices[app].prop;
+	prop->location.id = real;
+	return 0;
 }
 
 uint64_t gs_devmem_copy_devices(void)

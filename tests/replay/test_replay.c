@@ -14,8 +14,10 @@
  *   fault     every driver call of a thaw failing in turn (SIMCUDA_FAIL, in
  *             child processes): each thaw undoes itself, a retry works
  *   image     release to an image directory, thaw from it
- *   swap      gs_replay_swap both ways
+ *   swap      gs_replay_swap both ways, three times, device to device
  *   swapback  a swap whose thaw fails on the target goes back to the source
+ *   swaphost  GPUs that cannot be peers: a swap through host memory
+ *   swapstagefail  the device-to-device copy fails half-way: host path
  *   blockers  an unsupported object: check and release refuse, thaw resumes
  *   timeout   a call that does not finish: the freeze gives up and says which
  *   devspec   device specifications
@@ -505,30 +507,136 @@ static int scenario_image(void)
 
 /* ---- swap ----------------------------------------------------------------------------------- */
 
-static int swap_to(const char *spec)
+/* A swap that must succeed; *peer (may be NULL): the bytes it copied
+ * device to device, and *warned whether it reported warnings. */
+static int swap_report(const char *spec, long long *peer, bool *warned)
 {
 	char *err = NULL;
 	json_t *rep = NULL;
 	int rc = gs_replay_swap(spec, 5000, NULL, &rep, &err);
+	json_t *rel = json_object_get(rep, "release");
 
 	CHECK(rc == 0, "swap %s: %d %s", spec, rc, err ? err : "");
 	CHECK(gs_replay_state() == GS_STATE_RUNNING, "state after swap: %s",
 	      gs_proc_state_name(gs_replay_state()));
+	if (peer)
+		*peer = json_integer_value(json_object_get(rel, "bytes_peer"));
+	if (warned)
+		*warned = json_array_size(json_object_get(rel, "warnings")) > 0;
 	json_decref(rep);
 	free(err);
 	return rc;
 }
 
+static int swap_to(const char *spec)
+{
+	return swap_report(spec, NULL, NULL);
+}
+
+/* Free memory of a real GPU, asked of the driver directly. */
+static size_t real_free(int real)
+{
+	size_t free_b = 0, total = 0;
+	CUcontext ctx = NULL, popped;
+
+	gs_inside_begin();
+	if (gs_real.cuDevicePrimaryCtxRetain(&ctx, real) == CUDA_SUCCESS) {
+		if (gs_real.cuCtxPushCurrent_v2(ctx) == CUDA_SUCCESS) {
+			gs_real.cuMemGetInfo_v2(&free_b, &total);
+			gs_real.cuCtxPopCurrent_v2(&popped);
+		}
+		gs_real.cuDevicePrimaryCtxRelease_v2(real);
+	}
+	gs_inside_end();
+	return free_b;
+}
+
+/* Swaps go device to device (the simulated GPUs are peers), leave nothing
+ * behind on either GPU, and the contents arrive intact. */
 static int scenario_swap(void)
 {
 	struct wl w;
+	long long peer = 0;
+	size_t free1 = 0, free0 = 0;
 
 	if (wl_setup(&w, 0, fatbin()))
 		return -1;
-	if (swap_to("1") || wl_verify(&w, 1) || wl_verify_app(&w, 1) || wl_mutate(&w))
+	for (int round = 0; round < 3; round++) {
+		if (swap_report("1", &peer, NULL) || wl_verify(&w, 1) || wl_verify_app(&w, 1) ||
+		    wl_mutate(&w))
+			return -1;
+		CHECK(peer > 0, "round %d: nothing went device to device", round);
+		if (round == 0)
+			free1 = real_free(1);
+		CHECK(real_free(1) == free1, "round %d: GPU 1 has %zu bytes free, %zu after the "
+		      "first swap (staged memory left behind?)", round, real_free(1), free1);
+		if (swap_report("0", &peer, NULL) || wl_verify(&w, 0) || wl_verify_app(&w, 0))
+			return -1;
+		CHECK(peer > 0, "round %d: nothing went device to device on the way back", round);
+		if (round == 0)
+			free0 = real_free(0);
+		CHECK(real_free(0) == free0, "round %d: GPU 0 has %zu bytes free, %zu after the "
+		      "first swap back", round, real_free(0), free0);
+	}
+	return wl_teardown(&w);
+}
+
+/* GPUs that cannot be peers: everything goes through host memory. */
+static int scenario_swaphost(void)
+{
+	struct wl w;
+	long long peer = -1;
+
+	setenv("SIMCUDA_P2P", "0", 1);
+	if (wl_setup(&w, 0, fatbin()))
+		return -1;
+	if (swap_report("1", &peer, NULL) || wl_verify(&w, 1) || wl_verify_app(&w, 1) ||
+	    wl_mutate(&w))
+		return -1;
+	CHECK(peer == 0, "%lld bytes went device to device between GPUs that are not peers", peer);
+	if (swap_to("0") || wl_verify(&w, 0) || wl_verify_app(&w, 0))
+		return -1;
+	return wl_teardown(&w);
+}
+
+/* Staging that fails half-way (the target runs out of memory for it) is
+ * undone and the swap goes through host memory. */
+static atomic_int creates_before_failure;
+static gs_fn_cuMemCreate *real_mem_create;
+
+static CUresult failing_mem_create(CUmemGenericAllocationHandle *h, size_t size,
+				   const CUmemAllocationProp *prop, unsigned long long flags)
+{
+	if (atomic_fetch_sub(&creates_before_failure, 1) == 0)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	return real_mem_create(h, size, prop, flags);
+}
+
+static int scenario_swapstagefail(void)
+{
+	struct wl w;
+	long long peer = -1;
+	bool warned = false;
+	size_t free1;
+
+	if (wl_setup(&w, 0, fatbin()))
+		return -1;
+	free1 = real_free(1);
+	real_mem_create = gs_real.cuMemCreate;
+	gs_real.cuMemCreate = failing_mem_create;
+	atomic_store(&creates_before_failure, 2);
+	int rc = swap_report("1", &peer, &warned);
+	gs_real.cuMemCreate = real_mem_create;
+	if (rc)
+		return -1;
+	CHECK(peer == 0 && warned, "after a failed staging: %lld bytes device to device, "
+	      "warned %d", peer, warned);
+	if (wl_verify(&w, 1) || wl_verify_app(&w, 1) || wl_mutate(&w))
 		return -1;
 	if (swap_to("0") || wl_verify(&w, 0) || wl_verify_app(&w, 0))
 		return -1;
+	CHECK(real_free(1) == free1, "GPU 1 has %zu bytes free, %zu before (staging left "
+	      "behind?)", real_free(1), free1);
 	return wl_teardown(&w);
 }
 
@@ -547,10 +655,12 @@ static int scenario_swapback(void)
 {
 	struct wl w;
 	char *err = NULL;
+	size_t free1;
 	int rc;
 
 	if (wl_setup(&w, 0, fatbin()))
 		return -1;
+	free1 = real_free(1);
 	real_module_load = gs_real.cuModuleLoadData;
 	gs_real.cuModuleLoadData = failing_module_load;
 	atomic_store(&fail_module_loads, 1);
@@ -562,6 +672,9 @@ static int scenario_swapback(void)
 	CHECK(gs_replay_state() == GS_STATE_RUNNING, "state %s", gs_proc_state_name(gs_replay_state()));
 	if (wl_verify(&w, 0) || wl_verify_app(&w, 0))
 		return -1;
+	/* The memory staged on the target for the failed thaw is gone. */
+	CHECK(real_free(1) == free1, "GPU 1 has %zu bytes free, %zu before the swap",
+	      real_free(1), free1);
 	/* And the next swap goes through. */
 	if (swap_to("1") || wl_verify(&w, 1))
 		return -1;
@@ -723,7 +836,8 @@ int main(int argc, char **argv)
 		{ "relthread", scenario_relthread },
 		{ "fault", scenario_fault },       { "fault-child", scenario_fault_child },
 		{ "image", scenario_image },       { "swap", scenario_swap },
-		{ "swapback", scenario_swapback },
+		{ "swapback", scenario_swapback }, { "swaphost", scenario_swaphost },
+		{ "swapstagefail", scenario_swapstagefail },
 		{ "blockers", scenario_blockers }, { "timeout", scenario_timeout },
 		{ "devspec", scenario_devspec },
 	};
