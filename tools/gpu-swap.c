@@ -80,8 +80,17 @@ int main(int argc, char **argv)
 		json_object_set_new(req, GS_KEY_TIMEOUT_MS,
 				    json_integer((json_int_t)(timeout_s * 1000.0 + 0.5)));
 	gs_tool_request(&tool, pid, req, &reply);
-	snprintf(done, sizeof(done), "PID %ld is %s on device %s", (long)pid,
-		 gs_json_str(reply, GS_KEY_STATE, "running"), device);
+	json_t *rel = json_object_get(
+		json_object_get(json_object_get(reply, "report"), "swap"), "release");
+	json_int_t all = json_integer_value(json_object_get(rel, "bytes"));
+	json_int_t peer = json_integer_value(json_object_get(rel, "bytes_peer"));
+	char peer_s[32], host_s[32];
+
+	gs_format_bytes((uint64_t)peer, peer_s, sizeof(peer_s));
+	gs_format_bytes((uint64_t)(all > peer ? all - peer : 0), host_s, sizeof(host_s));
+	snprintf(done, sizeof(done), "PID %ld is %s on device %s (%s device to device, %s "
+		 "through host memory)", (long)pid, gs_json_str(reply, GS_KEY_STATE, "running"),
+		 device, peer_s, host_s);
 	status = gs_tool_report(&tool, pid, reply, done);
 	json_decref(reply);
 	json_decref(req);
