@@ -272,10 +272,30 @@ static void fake_report(void *opaque, const char *what, uint64_t va, CUresult rc
 	(void)rc;
 }
 
+/* Memory made by someone else (the test, with fake_vmm_ops.create): it must
+ * exist, unmapped, on the device and of the size the arena expects. */
+static void fake_adopt(void *opaque, int device, uint64_t size, uint64_t real, uint64_t *handle)
+{
+	struct fake_vmm *f = opaque;
+	struct fake_handle *h;
+
+	pthread_mutex_lock(&f->lock);
+	h = find_handle(f, real);
+	if (!h)
+		violation("adopt", "handle %#lx does not exist", real);
+	if (h->device != device || h->size != size)
+		violation("adopt", "handle %#lx is %lu bytes on device %d, not %lu on %d", real,
+			  h->size, h->device, size, device);
+	f->calls[FAKE_ADOPT]++;
+	pthread_mutex_unlock(&f->lock);
+	*handle = real;
+}
+
 const struct gs_arena_ops fake_vmm_ops = {
 	.reserve = fake_reserve,
 	.unreserve = fake_unreserve,
 	.create = fake_create,
+	.adopt = fake_adopt,
 	.release = fake_release,
 	.map = fake_map,
 	.unmap = fake_unmap,

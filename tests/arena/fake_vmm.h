@@ -28,6 +28,7 @@ enum fake_op {
 	FAKE_MAP,
 	FAKE_UNMAP,
 	FAKE_SET_ACCESS,
+	FAKE_ADOPT,
 	FAKE_NOPS,
 };
 

@@ -613,6 +613,90 @@ static int save_chunk(const struct gs_arena_chunk *c, void *arg)
 	return 0;
 }
 
+/* Memory made for chunks before the attach (a swap's staging), by address. */
+struct staged {
+	unsigned n, taken;
+	uint64_t va[64], handle[64], size[64];
+};
+
+static uint64_t take_staged(void *arg, uint64_t va, uint64_t size)
+{
+	struct staged *st = arg;
+
+	for (unsigned i = 0; i < st->n; i++) {
+		if (st->va[i] == va && st->size[i] == size && st->handle[i]) {
+			uint64_t h = st->handle[i];
+
+			st->handle[i] = 0; /* the arena owns it now */
+			st->taken++;
+			return h;
+		}
+	}
+	return 0;
+}
+
+Test(arena_core, attach_adopts_staged_memory)
+{
+	uint64_t va[6];
+	struct staged st = { 0 };
+	struct chunk_list before = { 0 };
+	int peers[] = { 0, 2, 2 };
+
+	for (int i = 0; i < 6; i++)
+		va[i] = alloc_ok(i % 2 ? 3000 : 3 * MiB, CTX1);
+	gs_arena_foreach_chunk(a, save_chunk, &before);
+	cr_assert_eq(gs_arena_detach(a), CUDA_SUCCESS);
+	/* Every other chunk is staged on device 1. */
+	for (unsigned i = 0; i < before.n; i += 2) {
+		st.va[st.n] = before.c[i].va;
+		st.size[st.n] = before.c[i].size;
+		cr_assert_eq(fake_vmm_ops.create(&f, 1, before.c[i].size, &st.handle[st.n]),
+			     CUDA_SUCCESS);
+		st.n++;
+	}
+	uint64_t staged_handles[64];
+	memcpy(staged_handles, st.handle, sizeof(staged_handles));
+
+	/* A failed attach releases what it adopted. */
+	unsigned held = fake_vmm_handles(&f);
+	fake_vmm_fail(&f, FAKE_MAP, before.n, CUDA_ERROR_OUT_OF_MEMORY);
+	cr_expect_eq(gs_arena_attach_adopt(a, 1, peers, 3, take_staged, &st),
+		     CUDA_ERROR_OUT_OF_MEMORY);
+	cr_expect_not(stats().attached);
+	cr_expect_eq(fake_vmm_handles(&f), held - st.taken, "adopted memory released");
+	cr_expect_eq(fake_vmm_mappings(&f), 0);
+
+	/* Stage again what went, and attach for real. */
+	for (unsigned i = 0; i < st.n; i++)
+		if (!st.handle[i])
+			cr_assert_eq(fake_vmm_ops.create(&f, 1, st.size[i], &st.handle[i]),
+				     CUDA_SUCCESS);
+	memcpy(staged_handles, st.handle, sizeof(staged_handles));
+	st.taken = 0;
+	unsigned creates = f.calls[FAKE_CREATE];
+	cr_assert_eq(gs_arena_attach_adopt(a, 1, peers, 3, take_staged, &st), CUDA_SUCCESS);
+	cr_expect_eq(st.taken, st.n, "every staged chunk adopted");
+	cr_expect_eq(f.calls[FAKE_CREATE] - creates, before.n - st.n, "the rest created");
+	struct chunk_list after = { 0 };
+	gs_arena_foreach_chunk(a, save_chunk, &after);
+	cr_assert_eq(after.n, before.n);
+	for (unsigned i = 0; i < after.n; i++) {
+		cr_expect_eq(after.c[i].va, before.c[i].va);
+		cr_expect_eq(fake_vmm_device_at(&f, after.c[i].va), 1);
+		cr_expect(fake_vmm_accessible(&f, after.c[i].va, after.c[i].size, 2));
+		if (i % 2 == 0)
+			cr_expect_eq(after.c[i].handle, staged_handles[i / 2], "chunk %u adopted", i);
+	}
+	/* Device 2 was named twice: it keeps access until its second revoke. */
+	cr_assert_eq(gs_arena_peer_access(a, 2, false), CUDA_SUCCESS);
+	cr_expect(fake_vmm_accessible(&f, after.c[0].va, after.c[0].size, 2));
+	cr_assert_eq(gs_arena_peer_access(a, 2, false), CUDA_SUCCESS);
+	cr_expect_not(fake_vmm_accessible(&f, after.c[0].va, 1, 2));
+	for (int i = 0; i < 6; i++)
+		cr_expect_eq(gs_arena_free(a, va[i]), CUDA_SUCCESS);
+	expect_backing_consistent();
+}
+
 Test(arena_core, detach_and_attach_on_another_device)
 {
 	uint64_t va[12];
