@@ -114,6 +114,7 @@ static int adopt(CUcontext app)
 		return -1;
 	gs_debug("adopted context %p of device %d%s", (void *)app, dev,
 		 active ? " as its primary context" : "");
+	gs_devmem_device_used(dev);
 	return dev;
 }
 
@@ -356,6 +357,7 @@ void gs_track_cuCtxFromGreenCtx(bool ptds, CUcontext *pContext, CUgreenCtx hCtx)
 		return;
 	}
 	*pContext = app;
+	gs_devmem_device_used(dev);
 }
 
 /* ---- introspection ---------------------------------------------------------------------- */
