@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Internals shared by image.c, image_io.c, image_write.c, image_read.c.
+ * Internals shared by image.c, image_io.c, the writer (image_write.c,
+ * image_write_data.c, image_write_commit.c) and the reader (image_read.c,
+ * image_read_manifest.c, image_read_data.c).
  * Not part of the API: callers include image.h only.
  */
 #ifndef GS_IMAGE_INTERNAL_H
@@ -11,6 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include <jansson.h>
+#include <xxhash.h>
+#include <zstd.h>
 
 #include "image.h"
 
@@ -161,5 +167,151 @@ void image_io_close(struct image_io *io);
 
 #define image_container_of(ptr, type, member) \
 	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* ---- writer (image_write*.c) ------------------------------------------------- */
+
+/* A chunk's state in the writer. */
+enum {
+	CHUNK_EMPTY,
+	CHUNK_QUEUED,
+	CHUNK_DONE,
+};
+
+struct wr_chunk {
+	uint8_t state;
+	uint8_t kind;                /* enum gs_image_chunk_kind */
+	uint32_t stored;
+	uint64_t hash;
+};
+
+struct wr_extent {
+	uint64_t va, size, offset;
+	uint32_t nchunks, ndone;
+	struct wr_chunk *chunks;
+};
+
+struct wr_range {
+	uint64_t va, end;
+	uint32_t extent;
+};
+
+struct wr_module {
+	uint64_t size;
+	uint64_t hash;
+	XXH128_hash_t dedup;
+};
+
+/* One write in flight, with its bounce buffer for compressed data. */
+struct wr_slot {
+	struct image_io_req req;
+	bool busy;
+	void *bounce;
+	uint32_t extent, index;
+	struct gs_image_io io;       /* what the caller's callback gets */
+	gs_image_done_fn done;       /* NULL once called */
+	void *arg;
+};
+
+struct gs_image_writer {
+	struct image_err err;
+	struct gs_image_write_opts opts;
+	char *dir;                   /* as given, for messages */
+	int parent_fd;
+	char *base, *tmp_base;
+	int tmp_fd;                  /* DIR.tmp, flock'd while we write it */
+	int modules_fd;
+	bool replace_existing;
+	bool own_tmp;                /* DIR.tmp is ours to remove on abort */
+	struct image_io *io;
+	unsigned char image_id[16];
+	uint32_t chunk_size;
+	uint64_t file_end;           /* end of the last extent's slot */
+	uint64_t file_size_set;      /* what memory.img was last ftruncate'd to */
+	struct wr_extent *extents;
+	uint32_t nextents, extents_cap;
+	struct wr_range *ranges;     /* sorted by va, for the overlap check */
+	struct wr_module *modules;
+	uint32_t nmodules, modules_cap;
+	struct wr_slot *slots;
+	unsigned depth;
+	ZSTD_CCtx *cctx;
+	json_t *source;
+	int failed;                  /* sticky: the first write error */
+	bool committed;
+	struct gs_image_stats stats;
+};
+
+/* image_write.c: memory.img's header block, with the manifest's size and
+ * checksum (zeros until the commit). 0 or -errno. */
+int image_writer_header(struct gs_image_writer *w, uint64_t manifest_size,
+			uint64_t manifest_hash);
+/* image_write.c: a new file dirfd/name holding bytes (not synced). 0 or
+ * -errno. */
+int image_write_file(int dirfd, const char *name, const void *bytes, size_t size);
+/* image_write_data.c: the I/O engine's callback for a finished chunk write
+ * (arg: the writer). */
+void image_writer_on_written(void *arg, struct image_io_req *req);
+
+/* ---- reader (image_read*.c) -------------------------------------------------- */
+
+struct rd_chunk {
+	uint8_t kind;
+	uint32_t stored;
+	uint64_t hash;
+};
+
+struct rd_extent {
+	uint64_t va, size, offset, zero;
+	uint32_t nchunks;
+	struct rd_chunk *chunks;
+};
+
+struct rd_module {
+	uint64_t size, hash;
+};
+
+struct rd_slot {
+	struct image_io_req req;
+	bool busy;
+	void *bounce;
+	uint32_t extent, index;
+	struct gs_image_io io;
+	gs_image_done_fn done;
+	void *arg;
+};
+
+struct gs_image_reader {
+	struct image_err err;
+	struct gs_image_read_opts opts;
+	char *dir;
+	int dir_fd, modules_fd;
+	json_t *manifest;
+	json_t *state;
+	struct image_header header;
+	struct gs_image_source source;
+	struct gs_image_device *devices;
+	uint32_t chunk_size;
+	uint64_t file_size;
+	bool compressed;
+	struct rd_extent *extents;
+	uint32_t nextents;
+	uint32_t *by_va;             /* extent ids sorted by va */
+	struct rd_module *modules;
+	uint32_t nmodules;
+	struct image_io *io;
+	struct rd_slot *slots;
+	unsigned depth;
+	ZSTD_DCtx *dctx;
+	struct gs_image_stats stats;
+};
+
+/* The end of most messages about a bad image: what to do about it. */
+#define IMAGE_HINT_DAMAGED "the image is damaged or was not written by gpuswap; " \
+			   "use another copy, or freeze the process again"
+
+/* image_read_manifest.c: validate the parsed manifest against memory.img's
+ * header and the files, filling the reader's tables. 0, or -errno with the
+ * message (naming the field) in the reader. */
+int image_manifest_check(struct gs_image_reader *r);
 
 #endif
