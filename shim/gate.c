@@ -180,6 +180,7 @@ void gs_gate_exit_slow(struct gs_thread *t)
 struct scan {
 	pid_t self;
 	unsigned busy;
+	pid_t busy_tid;
 	struct gs_gate_report *report;
 };
 
@@ -192,6 +193,7 @@ static int scan_thread(struct gs_thread *t, void *arg)
 	/* seq_cst: pairs with load_word_ordered() in fence mode. */
 	if (atomic_load_explicit(&t->gate_depth, memory_order_seq_cst) == 0)
 		return 0;
+	s->busy_tid = t->tid;
 	if (s->report && s->busy < GS_GATE_REPORT_MAX) {
 		struct gs_gate_inflight *c = &s->report->calls[s->busy];
 		int sym = atomic_load_explicit(&t->gate_symbol, memory_order_relaxed);
@@ -204,13 +206,15 @@ static int scan_thread(struct gs_thread *t, void *arg)
 	return 0;
 }
 
-static unsigned count_in_flight(struct gs_gate_report *report)
+static unsigned count_in_flight(struct gs_gate_report *report, pid_t *busy_tid)
 {
 	struct scan s = { .self = gettid(), .busy = 0, .report = report };
 
 	gs_thread_foreach(scan_thread, &s);
 	if (report)
 		report->in_flight = s.busy;
+	if (busy_tid && s.busy)
+		*busy_tid = s.busy_tid;
 	return s.busy;
 }
 
@@ -231,7 +235,14 @@ static void reopen_locked(void)
 
 int gs_gate_close(unsigned timeout_ms, struct gs_gate_report *report)
 {
-	int64_t deadline;
+	return gs_gate_close_stats(timeout_ms, report, NULL);
+}
+
+int gs_gate_close_stats(unsigned timeout_ms, struct gs_gate_report *report,
+			struct gs_gate_close_stats *stats)
+{
+	struct gs_gate_close_stats st = { 0 };
+	int64_t deadline, t0, t1;
 	int rc = 0;
 
 	pthread_mutex_lock(&close_lock);
@@ -247,6 +258,7 @@ int gs_gate_close(unsigned timeout_ms, struct gs_gate_report *report)
 	 * closed. (In fence mode the seq_cst operations above and in the scan
 	 * do the same.)
 	 */
+	t0 = now_ns();
 	if (use_membarrier && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) != 0) {
 		rc = -errno;
 		gs_perror("membarrier failed while closing the gate");
@@ -254,19 +266,25 @@ int gs_gate_close(unsigned timeout_ms, struct gs_gate_report *report)
 		pthread_mutex_unlock(&close_lock);
 		return rc;
 	}
+	t1 = now_ns();
+	st.barrier_ns = use_membarrier ? t1 - t0 : 0;
 
-	deadline = now_ns() + (int64_t)timeout_ms * 1000000;
+	deadline = t1 + (int64_t)timeout_ms * 1000000;
 	for (;;) {
 		unsigned seq = atomic_load_explicit(&drain_seq, memory_order_acquire);
+		unsigned busy;
 		int64_t left;
 		struct timespec ts;
 
-		if (count_in_flight(NULL) == 0)
+		busy = count_in_flight(NULL, &st.last_tid);
+		if (st.scans++ == 0)
+			st.in_flight = busy;
+		if (busy == 0)
 			break;
 		left = deadline - now_ns();
 		if (left <= 0) {
 			if (report)
-				count_in_flight(report);
+				count_in_flight(report, NULL);
 			reopen_locked();
 			rc = -ETIMEDOUT;
 			break;
@@ -274,9 +292,14 @@ int gs_gate_close(unsigned timeout_ms, struct gs_gate_report *report)
 		ts.tv_sec = left / 1000000000;
 		ts.tv_nsec = left % 1000000000;
 		/* Returns at once if a thread left since seq was read. */
-		futex(&drain_seq, FUTEX_WAIT_PRIVATE, seq, &ts);
+		st.sleeps++;
+		if (futex(&drain_seq, FUTEX_WAIT_PRIVATE, seq, &ts) != 0 && errno == ETIMEDOUT)
+			st.timeouts++;
 	}
+	st.drain_ns = now_ns() - t1;
 	pthread_mutex_unlock(&close_lock);
+	if (stats)
+		*stats = st;
 	return rc;
 }
 

@@ -22,6 +22,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "thread.h"
@@ -111,6 +112,22 @@ struct gs_gate_report {
  * or another -errno with the gate reopened.
  */
 int gs_gate_close(unsigned timeout_ms, struct gs_gate_report *report);
+
+/* Where one close's time went (bench/bench-freeze prints it). */
+struct gs_gate_close_stats {
+	int64_t barrier_ns;  /* the membarrier call (0 in fence mode) */
+	int64_t drain_ns;    /* after it, until nothing was in flight */
+	unsigned in_flight;  /* calls in flight at the first scan */
+	unsigned scans;      /* scans of the thread records */
+	unsigned sleeps;     /* futex waits of the closer */
+	unsigned timeouts;   /* ... of which ended by their timeout */
+	pid_t last_tid;      /* a thread in flight at the last scan that found one */
+};
+
+/* gs_gate_close(), also filling *stats (if non-NULL) when it returns 0 or
+ * -ETIMEDOUT. */
+int gs_gate_close_stats(unsigned timeout_ms, struct gs_gate_report *report,
+			struct gs_gate_close_stats *stats);
 
 /* Reopen the gate and wake every thread waiting at it. 0, or -EALREADY if
  * it was open. */
