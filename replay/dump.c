@@ -110,7 +110,7 @@ int rp_xfer_init(struct rp_xfer *x, size_t chunk, unsigned nslots,
 
 void rp_xfer_fini(struct rp_xfer *x)
 {
-	if (x->block)
+	if (x->block && !x->leak_block)
 		munmap(x->block, x->block_len);
 	x->block = NULL;
 }

@@ -263,10 +263,16 @@ int gs_image_verify(struct gs_image_reader *r,
 			progress(progress_arg, v.done, total);
 	}
 out:
-	gs_image_read_flush(r);
-	for (unsigned i = 0; i < r->depth; i++)
-		free(all[i]);
-	free(all);
+	if (gs_image_read_flush(r) < 0) {
+		/* Reads may still be in flight into the buffers: leaking them
+		 * is safe, freeing them is not. */
+		if (ret >= 0)
+			ret = -EIO;
+	} else {
+		for (unsigned i = 0; i < r->depth; i++)
+			free(all[i]);
+		free(all);
+	}
 	free(v.free_bufs);
 	*bad = v.bad;
 	if (ret < 0)

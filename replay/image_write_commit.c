@@ -254,7 +254,14 @@ static int rename_into_place(struct gs_image_writer *w)
 	}
 	if (renameat(w->parent_fd, w->tmp_base, w->parent_fd, w->base) < 0) {
 		ret = -errno;
-		renameat(w->parent_fd, old, w->parent_fd, w->base);
+		if (renameat(w->parent_fd, old, w->parent_fd, w->base) < 0) {
+			/* Say where the old image is: nothing may be lost. */
+			ret = image_fail(&w->err, ret, "image %s: renaming %s.tmp to %s: %s; the "
+					 "previous image could not be put back and is at %s.old",
+					 w->dir, w->dir, w->dir, strerror(-ret), w->dir);
+			free(old);
+			return ret;
+		}
 		free(old);
 		errno = -ret;
 		goto fail;

@@ -201,8 +201,12 @@ static int restore_image_group(struct rp_xfer *x, struct rp_copy *copies, size_t
 		if (r < 0 && !rc)
 			rc = rp_fail(x->err, r, "reading the image failed: %s",
 				     gs_image_reader_errmsg(x->reader));
-		if (r < 0)
+		if (r < 0) {
+			/* Reads may still land in the staging buffers: keep
+			 * them mapped (leaked) rather than free them. */
+			x->leak_block = true;
 			break;
+		}
 		if (!rc)
 			rc = issue_filled(x);
 	}

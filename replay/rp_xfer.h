@@ -59,6 +59,7 @@ struct rp_xfer {
 	struct gs_image_writer *writer;
 	struct gs_image_reader *reader;
 	int io_error;
+	bool leak_block;         /* I/O may still target the buffers */
 	/* progress and errors */
 	const struct gs_progress *progress;
 	const char *phase;

@@ -264,13 +264,20 @@ static void *control_main(void *arg)
 				conn_read(polled[i]);
 		}
 	}
-	/* Not reached unless poll() itself breaks: stop advertising, and let
-	 * a later cuInit try again. */
+	/* Not reached unless poll() itself breaks (ENOMEM): stop advertising,
+	 * close what nobody else holds (a connection lent to an operation is
+	 * the operation's), and let a later cuInit try again. */
+	for (int i = 0; i < MAX_CONNS; i++)
+		if (gs_ctl.conns[i].fd >= 0 && !gs_ctl.conns[i].lent)
+			conn_close(&gs_ctl.conns[i]);
 	pthread_mutex_lock(&gs_ctl.lock);
 	if (atomic_load(&gs_ctl.owner_pid) == getpid()) {
 		unlink(gs_ctl.path);
 		atomic_store(&gs_ctl.owner_pid, 0);
 	}
+	if (gs_ctl.listen_fd >= 0)
+		close(gs_ctl.listen_fd);
+	gs_ctl.listen_fd = -1;
 	pthread_mutex_unlock(&gs_ctl.lock);
 	return NULL;
 }
@@ -333,8 +340,10 @@ static bool socket_alive(const struct sockaddr_un *addr)
 
 	if (fd < 0)
 		return true; /* cannot tell: leave it alone */
+	/* Only a refused connection means nobody listens: any other failure
+	 * (EACCES, ...) says nothing, and the socket is left alone. */
 	alive = connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0 ||
-		errno == EAGAIN;
+		errno != ECONNREFUSED;
 	close(fd);
 	return alive;
 }
@@ -398,7 +407,8 @@ static int control_listen(void)
 		return -e;
 	}
 	gs_ctl.listen_fd = fd;
-	snprintf(gs_ctl.path, sizeof(gs_ctl.path), "%s", path);
+	/* Fits: checked against sun_path, the size of gs_ctl.path, above. */
+	memcpy(gs_ctl.path, addr.sun_path, sizeof(gs_ctl.path));
 	return 0;
 }
 
@@ -431,13 +441,13 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
 	if (gs_ctl.listen_fd >= 0)
-		   close(gs_ctl.listen_fd);
+		close(gs_ctl.listen_fd);
 	for (int i = 0; i < 2; i++)
 		if (gs_ctl.wake[i] >= 0)
 			close(gs_ctl.wake[i]);
 	for (int i = 0; i < MAX_CONNS; i++) {
 		if (gs_ctl.conns[i].fd >= 0)
-			   close(gs_ctl.conns[i].fd);
+			close(gs_ctl.conns[i].fd);
 		free(gs_ctl.conns[i].in);
 		gs_ctl.conns[i] = (struct conn){ .fd = -1 };
 	}

@@ -37,7 +37,7 @@
 
 #include "protocol.h"
 
-/* The control thread's connection limit (shim/control.c). */
+/* The control thread's connection limit (shim/control_internal.h). */
 #define MAX_CONNS 16
 
 static const char *sock_path;
