@@ -5,7 +5,8 @@
 # reference workload starts on simulated GPU 0 under the shim with a pause
 # after each step; after a few steps it is frozen and released (to an image
 # when gpu-inspect is built, which then shows it), thawed on simulated GPU 1,
-# and its output compared bit for bit with the undisturbed run on GPU 0 that
+# a few steps later swapped back to GPU 0 in one step (device to device), and
+# its output compared bit for bit with the undisturbed run on GPU 0 that
 # demo.sh left in TMP/gpu0.out.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ shim="$build/shim/libgpuswap.so"
 freeze="$build/tools/gpu-freeze"
 thaw="$build/tools/gpu-thaw"
 inspect="$build/tools/gpu-inspect"
+swap="$build/tools/gpu-swap"
 steps=$(grep -c '^step ' "$tmp/gpu0.out")
 at=4
 # The sockets of this demo live with its files, not in the user's directory.
@@ -85,9 +87,24 @@ fi
 
 echo "   \$ gpu-thaw --device 1 ${image_args[*]:+--image IMAGE }$pid"
 "$thaw" --device 1 "${image_args[@]}" "$pid" | indent
-wait "$pid"
-trap - EXIT
-echo "   it ran to the end on GPU 1 (sm_90: another cubin, another address window)"
+
+# And back in one step: the simulated GPUs are peers, so the device memory
+# goes device to device.
+back=$((done_at + 3))
+while [ "$(grep -c '^step ' "$tmp/migrated.out")" -lt "$back" ] && kill -0 "$pid" 2>/dev/null; do
+	sleep 0.05
+done
+if kill -0 "$pid" 2>/dev/null && [ -x "$swap" ]; then
+	echo "   \$ gpu-swap --device 0 $pid        (after step $(grep -c '^step ' "$tmp/migrated.out"))"
+	"$swap" --device 0 "$pid" | indent
+	wait "$pid"
+	trap - EXIT
+	echo "   it ran to the end back on GPU 0"
+else
+	wait "$pid"
+	trap - EXIT
+	echo "   it ran to the end on GPU 1 (sm_90: another cubin, another address window)"
+fi
 if cmp -s "$tmp/gpu0.out" "$tmp/migrated.out"; then
 	echo "   migrated run and undisturbed gpu0 run: identical ($(wc -l <"$tmp/migrated.out") lines)"
 else
