@@ -18,6 +18,7 @@
  *   swapback  a swap whose thaw fails on the target goes back to the source
  *   swaphost  GPUs that cannot be peers: a swap through host memory
  *   swapstagefail  the device-to-device copy fails half-way: host path
+ *   swapcross two devices exchanged by one swap, and back
  *   blockers  an unsupported object: check and release refuse, thaw resumes
  *   timeout   a call that does not finish: the freeze gives up and says which
  *   devspec   device specifications
@@ -581,6 +582,38 @@ static int scenario_swap(void)
 	return wl_teardown(&w);
 }
 
+/* Two devices exchanged in one swap: each one's memory is staged on the
+ * other's GPU while both are still in use. */
+static int scenario_swapcross(void)
+{
+	struct wl w0, w1;
+	long long peer = 0;
+	CUcontext popped = NULL;
+
+	/* Set up from this thread: its stack ends [w0.ctx, w1.ctx]. */
+	if (wl_setup(&w0, 0, fatbin()) || wl_setup(&w1, 1, fatbin()))
+		return -1;
+	for (int round = 0; round < 2; round++) {
+		int on0 = round == 0 ? 1 : 0; /* where device 0 runs after the swap */
+
+		if (swap_report(round == 0 ? "0=1,1=0" : "0=0,1=1", &peer, NULL))
+			return -1;
+		CHECK(peer > 0, "round %d: nothing went device to device", round);
+		if (wl_verify(&w1, 1 - on0))
+			return -1;
+		CU(cuCtxPushCurrent(w0.ctx));
+		if (wl_verify(&w0, on0) || wl_mutate(&w0))
+			return -1;
+		CU(cuCtxPopCurrent(&popped));
+		if (wl_mutate(&w1))
+			return -1;
+	}
+	if (wl_teardown(&w1))
+		return -1;
+	CU(cuCtxPushCurrent(w0.ctx));
+	return wl_teardown(&w0);
+}
+
 /* GPUs that cannot be peers: everything goes through host memory. */
 static int scenario_swaphost(void)
 {
@@ -837,7 +870,7 @@ int main(int argc, char **argv)
 		{ "fault", scenario_fault },       { "fault-child", scenario_fault_child },
 		{ "image", scenario_image },       { "swap", scenario_swap },
 		{ "swapback", scenario_swapback }, { "swaphost", scenario_swaphost },
-		{ "swapstagefail", scenario_swapstagefail },
+		{ "swapstagefail", scenario_swapstagefail }, { "swapcross", scenario_swapcross },
 		{ "blockers", scenario_blockers }, { "timeout", scenario_timeout },
 		{ "devspec", scenario_devspec },
 	};
