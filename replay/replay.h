@@ -60,8 +60,10 @@ int gs_replay_thaw(const char *device_spec, const char *image_dir,
 		   const struct gs_progress *progress, json_t **report, char **err);
 
 /* freeze + release + thaw in one operation, device to device where peer
- * access allows. */
-int gs_replay_swap(const char *device_spec, unsigned timeout_ms,
+ * access allows (GS_SWAP_VIA_HOST: through host memory only, for a platform
+ * whose peer path is not to be trusted). */
+#define GS_SWAP_VIA_HOST 1u
+int gs_replay_swap(const char *device_spec, unsigned timeout_ms, unsigned flags,
 		   const struct gs_progress *progress, json_t **report, char **err);
 
 /* Summary for gpu-ps: state, devices, bytes tracked, counts. */

@@ -33,7 +33,7 @@ static json_t *sub(json_t *report, const char *key)
 	return o;
 }
 
-int gs_replay_swap(const char *device_spec, unsigned timeout_ms,
+int gs_replay_swap(const char *device_spec, unsigned timeout_ms, unsigned flags,
 		   const struct gs_progress *progress, json_t **report, char **err)
 {
 	struct gs_devmap *dm = gs_trk_devmap();
@@ -72,7 +72,8 @@ int gs_replay_swap(const char *device_spec, unsigned timeout_ms,
 	rc = rp_freeze(timeout_ms, sub(o, "freeze"), err);
 	if (rc)
 		goto out;
-	rc = rp_release(NULL, map, progress, sub(o, "release"), err);
+	rc = rp_release(NULL, flags & GS_SWAP_VIA_HOST ? NULL : map, progress, sub(o, "release"),
+			err);
 	if (rc) {
 		rp_unfreeze(NULL);
 		goto out;

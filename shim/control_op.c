@@ -105,11 +105,12 @@ __attribute__((weak)) int gs_replay_thaw(const char *device_spec, const char *im
 }
 
 __attribute__((weak)) int gs_replay_swap(const char *device_spec, unsigned timeout_ms,
-					 const struct gs_progress *progress, json_t **report,
-					 char **err)
+					 unsigned flags, const struct gs_progress *progress,
+					 json_t **report, char **err)
 {
 	(void)device_spec;
 	(void)timeout_ms;
+	(void)flags;
 	(void)progress;
 	return replay_missing(report, err);
 }
@@ -273,7 +274,10 @@ static int run_step(struct op *op, const char *step, json_t *reports, json_t **f
 	else if (strcmp(step, GS_OP_THAW) == 0)
 		rc = gs_replay_thaw(device, image, &prog, &rep, &err);
 	else
-		rc = gs_replay_swap(device, opt_timeout(op->request), &prog, &rep, &err);
+		rc = gs_replay_swap(device, opt_timeout(op->request),
+				    json_is_true(json_object_get(op->request, GS_KEY_VIA_HOST))
+					    ? GS_SWAP_VIA_HOST : 0,
+				    &prog, &rep, &err);
 
 	if (rc == 0) {
 		json_object_set_new(reports, step, rep ? rep : json_null());

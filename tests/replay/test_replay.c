@@ -510,11 +510,11 @@ static int scenario_image(void)
 
 /* A swap that must succeed; *peer (may be NULL): the bytes it copied
  * device to device, and *warned whether it reported warnings. */
-static int swap_report(const char *spec, long long *peer, bool *warned)
+static int swap_flags(const char *spec, unsigned flags, long long *peer, bool *warned)
 {
 	char *err = NULL;
 	json_t *rep = NULL;
-	int rc = gs_replay_swap(spec, 5000, NULL, &rep, &err);
+	int rc = gs_replay_swap(spec, 5000, flags, NULL, &rep, &err);
 	json_t *rel = json_object_get(rep, "release");
 
 	CHECK(rc == 0, "swap %s: %d %s", spec, rc, err ? err : "");
@@ -527,6 +527,11 @@ static int swap_report(const char *spec, long long *peer, bool *warned)
 	json_decref(rep);
 	free(err);
 	return rc;
+}
+
+static int swap_report(const char *spec, long long *peer, bool *warned)
+{
+	return swap_flags(spec, 0, peer, warned);
 }
 
 static int swap_to(const char *spec)
@@ -579,6 +584,11 @@ static int scenario_swap(void)
 		CHECK(real_free(0) == free0, "round %d: GPU 0 has %zu bytes free, %zu after the "
 		      "first swap back", round, real_free(0), free0);
 	}
+	/* Asked to, a swap leaves the peer path alone. */
+	if (swap_flags("1", GS_SWAP_VIA_HOST, &peer, NULL) || wl_verify(&w, 1) ||
+	    wl_verify_app(&w, 1))
+		return -1;
+	CHECK(peer == 0, "a swap through host memory copied %lld bytes device to device", peer);
 	return wl_teardown(&w);
 }
 
@@ -697,7 +707,7 @@ static int scenario_swapback(void)
 	real_module_load = gs_real.cuModuleLoadData;
 	gs_real.cuModuleLoadData = failing_module_load;
 	atomic_store(&fail_module_loads, 1);
-	rc = gs_replay_swap("1", 5000, NULL, NULL, &err);
+	rc = gs_replay_swap("1", 5000, 0, NULL, NULL, &err);
 	gs_real.cuModuleLoadData = real_module_load;
 	CHECK(rc != 0, "the swap succeeded although the module could not be loaded");
 	CHECK(err && strstr(err, "runs on where it was"), "message: %s", err ? err : "(none)");
