@@ -7,15 +7,18 @@
 #
 #   run.sh --gate BENCH_GATE [--calls BENCH_CALLS --shim LIBGPUSWAP
 #          --standin STANDIN_LIBCUDA --sim SIMCUDA_LIBCUDA --fatbin FATBIN]
-#          [--freeze BENCH_FREEZE] [--image IMAGE_THROUGHPUT --image-dir DIR]
+#          [--freeze BENCH_FREEZE] [--swap BENCH_SWAP]
+#          [--image IMAGE_THROUGHPUT --image-dir DIR]
 #          [--callgrind VALGRIND]
 #
 # GS_BENCH_ROUNDS=N changes the number of rounds of every row (default 31).
 # GS_BENCH_FREEZES=N the number of freezes per arm of bench-freeze (default
-# 200); GS_BENCH_IMAGE_GIB=G the size image-throughput writes (default 0.5).
+# 200); GS_BENCH_SWAP_MIB=N and GS_BENCH_SWAP_ROUNDS=N the state and rounds of
+# bench-swap (default 256, 10); GS_BENCH_IMAGE_GIB=G the size image-throughput
+# writes (default 0.5).
 set -eu
 
-gate= calls= shim= standin= sim= fatbin= valgrind= freeze= image= image_dir=
+gate= calls= shim= standin= sim= fatbin= valgrind= freeze= swap= image= image_dir=
 while [ $# -gt 0 ]; do
 	[ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
 	case $1 in
@@ -27,6 +30,7 @@ while [ $# -gt 0 ]; do
 	--fatbin) fatbin=$2 ;;
 	--callgrind) valgrind=$2 ;;
 	--freeze) freeze=$2 ;;
+	--swap) swap=$2 ;;
 	--image) image=$2 ;;
 	--image-dir) image_dir=$2 ;;
 	*) echo "run.sh: unknown argument '$1' (see the comment at the top)" >&2; exit 2 ;;
@@ -44,6 +48,7 @@ if [ -n "$calls" ]; then
 	sim=$(abs "$sim") fatbin=$(abs "$fatbin")
 fi
 [ -z "$freeze" ] || freeze=$(abs "$freeze")
+[ -z "$swap" ] || swap=$(abs "$swap")
 [ -z "$image" ] || image=$(abs "$image") image_dir=$(abs "${image_dir:-.}")
 
 rounds=${GS_BENCH_ROUNDS:-31}
@@ -176,6 +181,16 @@ if [ -n "$freeze" ]; then
 	echo "to leave), the simulated driver under the shim; GPU work not included."
 	env -u LD_PRELOAD GPUSWAP_REAL_LIBCUDA="$sim" "$freeze" \
 		--freezes "${GS_BENCH_FREEZES:-200}"
+fi
+
+# ---- swap downtime ---------------------------------------------------------------
+
+if [ -n "$swap" ]; then
+	echo
+	echo "Swap downtime: device to device against through host memory, the simulated"
+	echo "driver under the shim (a device copy is a memmove, a host copy a memcpy)."
+	env -u LD_PRELOAD GPUSWAP_REAL_LIBCUDA="$sim" "$swap" \
+		--mib "${GS_BENCH_SWAP_MIB:-256}" --rounds "${GS_BENCH_SWAP_ROUNDS:-10}"
 fi
 
 # ---- image throughput ----------------------------------------------------------
