@@ -83,7 +83,7 @@ static double swap_once(const char *target, unsigned flags, long long *peer)
 		return -1;
 	}
 	*peer = json_integer_value(
-		json_object_get(json_object_get(rep, "release"), "bytes_peer"));
+		json_object_get(json_object_get(rep, "release"), "bytes_device"));
 	json_decref(rep);
 	return (double)(t1 - t0) / 1e6;
 }

@@ -288,7 +288,7 @@ static int save(struct release *r, const struct rp_vec *ctxs, const struct rp_ve
 			if (!copies[i].region->stage_handle)
 				copies[ncopies++] = copies[i];
 		if (report)
-			json_object_set_new(report, "bytes_peer", json_integer((json_int_t)staged));
+			json_object_set_new(report, "bytes_device", json_integer((json_int_t)staged));
 	}
 	rc = rp_dump(copies, ncopies, r->work, w, r->progress, r->err);
 	if (rc)

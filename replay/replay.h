@@ -61,8 +61,11 @@ int gs_replay_thaw(const char *device_spec, const char *image_dir,
 
 /* freeze + release + thaw in one operation, device to device where peer
  * access allows (GS_SWAP_VIA_HOST: through host memory only, for a platform
- * whose peer path is not to be trusted). */
+ * whose peer path is not to be trusted). GS_SWAP_FORCE: also when the
+ * process already runs on the target GPUs (every object is rebuilt there,
+ * its memory copied within the GPU). */
 #define GS_SWAP_VIA_HOST 1u
+#define GS_SWAP_FORCE 2u
 int gs_replay_swap(const char *device_spec, unsigned timeout_ms, unsigned flags,
 		   const struct gs_progress *progress, json_t **report, char **err);
 

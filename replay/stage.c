@@ -3,9 +3,9 @@
  * Staging: the device-to-device path of a swap (DESIGN.md §7). While the
  * process is frozen and its memory still on the source GPU, every region of
  * device memory (the arena's chunks, the application's cuMemCreate
- * allocations) whose device moves to a GPU the source can reach as a peer is
- * copied straight into new physical memory on the target, mapped by the
- * shim at a temporary address. The release then saves only what was not
+ * allocations) whose device moves to a GPU the source can reach as a peer
+ * (or stays on its GPU, in a forced swap) is copied straight into new
+ * physical memory on the target, mapped by the shim at a temporary address. The release then saves only what was not
  * staged (module variables, regions of devices with no peer path) to host
  * memory, and the thaw maps the staged memory at the original addresses
  * instead of creating and filling new memory: the contents cross the
@@ -166,7 +166,9 @@ static CUresult stage_alloc(struct rp_region *g, int src, int dst)
 	rc = RP_REAL(cuMemMap, va, g->size, 0, h, 0);
 	if (rc != CUDA_SUCCESS)
 		goto unreserve;
-	rc = RP_REAL(cuMemSetAccess, va, g->size, access, 2);
+	/* One entry when the memory stays on its GPU: a location twice in
+	 * one call is not something to ask of the driver. */
+	rc = RP_REAL(cuMemSetAccess, va, g->size, access, src == dst ? 1 : 2);
 	if (rc != CUDA_SUCCESS)
 		goto unmap;
 	g->stage_handle = h;
@@ -182,15 +184,17 @@ release:
 	return rc;
 }
 
-/* Whether GPU src can write into memory of GPU dst (cached per pair). */
+/* Whether GPU src can write into memory of GPU dst (cached per pair): its
+ * own always, another one over a peer link. */
 static bool peer_ok(int src, int dst, signed char cache[GS_MAX_DEVICES][GS_MAX_DEVICES])
 {
 	int can = 0, vmm = 0;
 
-	if (src < 0 || dst < 0 || src >= GS_MAX_DEVICES || dst >= GS_MAX_DEVICES || src == dst)
+	if (src < 0 || dst < 0 || src >= GS_MAX_DEVICES || dst >= GS_MAX_DEVICES)
 		return false;
 	if (cache[src][dst] == 0) {
-		bool ok = RP_REAL(cuDeviceCanAccessPeer, &can, src, dst) == CUDA_SUCCESS && can &&
+		bool ok = (src == dst ||
+			   (RP_REAL(cuDeviceCanAccessPeer, &can, src, dst) == CUDA_SUCCESS && can)) &&
 			  RP_REAL(cuDeviceGetAttribute, &vmm,
 				  CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
 				  dst) == CUDA_SUCCESS && vmm;
@@ -266,7 +270,6 @@ int rp_stage(struct rp_saved *s, struct rp_copy *copies, size_t n, CUcontext con
 {
 	signed char peer[GS_MAX_DEVICES][GS_MAX_DEVICES];
 	uint64_t total = 0, done = 0, bad_va = 0;
-	const char *what = "copying";
 	CUresult rc = CUDA_SUCCESS;
 
 	*staged = 0;
@@ -286,9 +289,23 @@ int rp_stage(struct rp_saved *s, struct rp_copy *copies, size_t n, CUcontext con
 			continue;
 		}
 		if (rc != CUDA_SUCCESS) {
-			what = "allocating";
-			bad_va = g->va;
-			break;
+			/* No room on that GPU (it holds the source too, or other
+			 * memory): its regions go through host memory, the
+			 * other GPUs' still go direct. */
+			rp_warn(warnings, "allocating memory for %#llx on GPU %d to copy it device "
+				"to device failed (%s); GPU %d's memory goes through host memory",
+				(unsigned long long)g->va, dst, rp_cu_name(rc), dst);
+			for (size_t k = 0; k < i; k++) {
+				if (copies[k].region->stage_handle &&
+				    copies[k].region->stage_device == dst) {
+					total -= copies[k].region->size;
+					rp_stage_drop(copies[k].region);
+				}
+			}
+			for (int d = 0; d < GS_MAX_DEVICES; d++)
+				peer[d][dst] = -1;
+			rc = CUDA_SUCCESS;
+			continue;
 		}
 		total += g->size;
 	}
@@ -311,16 +328,16 @@ int rp_stage(struct rp_saved *s, struct rp_copy *copies, size_t n, CUcontext con
 	if (rc != CUDA_SUCCESS) {
 		/* The host path still works: nothing is lost by dropping the
 		 * staging, the source memory is untouched. */
-		rp_warn(warnings, "%s memory for %#llx on the target over peer access failed "
-			     "(%s); copying through host memory instead", what,
-			     (unsigned long long)bad_va, rp_cu_name(rc));
+		rp_warn(warnings, "copying memory at %#llx device to device failed (%s); "
+			"copying through host memory instead", (unsigned long long)bad_va,
+			rp_cu_name(rc));
 		for (size_t i = 0; i < n; i++)
 			rp_stage_drop(copies[i].region);
 		return 0;
 	}
 	*staged = total;
 	if (total)
-		gs_info("staged %llu bytes on the target GPUs over peer access",
+		gs_info("staged %llu bytes on the target GPUs, device to device",
 			(unsigned long long)total);
 	return 0;
 }

@@ -62,7 +62,7 @@ int gs_replay_swap(const char *device_spec, unsigned timeout_ms, unsigned flags,
 	rc = rp_devspec_parse(device_spec, rp_used_devices(), cur, ndev, map, err);
 	if (rc)
 		goto out;
-	if (!memcmp(map, cur, (size_t)ndev * sizeof(*map))) {
+	if (!memcmp(map, cur, (size_t)ndev * sizeof(*map)) && !(flags & GS_SWAP_FORCE)) {
 		gs_info("swap: the process already runs on those GPUs");
 		if (o)
 			json_object_set_new(o, "state", json_string("running"));

@@ -244,6 +244,12 @@ static const char *opt_string(json_t *req, const char *key)
 	return json_string_value(json_object_get(req, key));
 }
 
+static unsigned swap_flags(json_t *req)
+{
+	return (json_is_true(json_object_get(req, GS_KEY_VIA_HOST)) ? GS_SWAP_VIA_HOST : 0) |
+	       (json_is_true(json_object_get(req, GS_KEY_FORCE)) ? GS_SWAP_FORCE : 0);
+}
+
 static unsigned opt_timeout(json_t *req)
 {
 	json_t *t = json_object_get(req, GS_KEY_TIMEOUT_MS);
@@ -274,9 +280,7 @@ static int run_step(struct op *op, const char *step, json_t *reports, json_t **f
 	else if (strcmp(step, GS_OP_THAW) == 0)
 		rc = gs_replay_thaw(device, image, &prog, &rep, &err);
 	else
-		rc = gs_replay_swap(device, opt_timeout(op->request),
-				    json_is_true(json_object_get(op->request, GS_KEY_VIA_HOST))
-					    ? GS_SWAP_VIA_HOST : 0,
+		rc = gs_replay_swap(device, opt_timeout(op->request), swap_flags(op->request),
 				    &prog, &rep, &err);
 
 	if (rc == 0) {

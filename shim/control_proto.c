@@ -174,7 +174,7 @@ static const char *const keys_freeze[] = { GS_KEY_TIMEOUT_MS, GS_KEY_RELEASE, GS
 static const char *const keys_release[] = { GS_KEY_IMAGE, NULL };
 static const char *const keys_thaw[] = { GS_KEY_DEVICE, GS_KEY_IMAGE, NULL };
 static const char *const keys_swap[] = { GS_KEY_DEVICE, GS_KEY_TIMEOUT_MS, GS_KEY_VIA_HOST,
-					  NULL };
+					  GS_KEY_FORCE, NULL };
 
 static const struct op_def op_defs[] = {
 	{ GS_OP_STATUS, keys_none, false },
@@ -207,7 +207,7 @@ static json_t *request_check(const struct op_def *def, json_t *req)
 		return ctl_error_new(def->name, GS_CODE_BAD_REQUEST, 0,
 				 "\"timeout_ms\" must be an integer from 1 to %d",
 				 GS_PROTO_MAX_TIMEOUT_MS);
-	static const char *const booleans[] = { GS_KEY_RELEASE, GS_KEY_VIA_HOST };
+	static const char *const booleans[] = { GS_KEY_RELEASE, GS_KEY_VIA_HOST, GS_KEY_FORCE };
 	for (size_t i = 0; i < sizeof(booleans) / sizeof(booleans[0]); i++) {
 		val = json_object_get(req, booleans[i]);
 		if (val && !json_is_boolean(val))

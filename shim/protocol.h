@@ -56,6 +56,7 @@
 #define GS_KEY_IMAGE "image"           /* string: absolute image directory */
 #define GS_KEY_DEVICE "device"         /* string: ordinal, GPU-<uuid>, a=b,c=d */
 #define GS_KEY_VIA_HOST "via_host"     /* boolean: swap through host memory only */
+#define GS_KEY_FORCE "force"           /* boolean: swap even onto the GPUs it is on */
 
 /* Default and largest drain timeout of a freeze, in milliseconds. */
 #define GS_PROTO_DEFAULT_TIMEOUT_MS 10000

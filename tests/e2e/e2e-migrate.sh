@@ -52,7 +52,7 @@ host | image)
 swap)
 	must gpu-swap --device 1 "$wl_pid"
 	# The simulated GPUs are peers: device memory goes device to device.
-	peer=$(jget report.swap.release.bytes_peer <"$tmp/last.json")
+	peer=$(jget report.swap.release.bytes_device <"$tmp/last.json")
 	[ "${peer:-0}" -gt 0 ] || fail "gpu-swap copied nothing device to device: $(cat "$tmp/last.json")"
 	say "swap: $peer bytes device to device"
 	;;

@@ -19,6 +19,7 @@
  *   swaphost  GPUs that cannot be peers: a swap through host memory
  *   swapstagefail  the device-to-device copy fails half-way: host path
  *   swapcross two devices exchanged by one swap, and back
+ *   swapsame  a forced swap onto the GPU it is on, device to device
  *   blockers  an unsupported object: check and release refuse, thaw resumes
  *   timeout   a call that does not finish: the freeze gives up and says which
  *   devspec   device specifications
@@ -521,7 +522,7 @@ static int swap_flags(const char *spec, unsigned flags, long long *peer, bool *w
 	CHECK(gs_replay_state() == GS_STATE_RUNNING, "state after swap: %s",
 	      gs_proc_state_name(gs_replay_state()));
 	if (peer)
-		*peer = json_integer_value(json_object_get(rel, "bytes_peer"));
+		*peer = json_integer_value(json_object_get(rel, "bytes_device"));
 	if (warned)
 		*warned = json_array_size(json_object_get(rel, "warnings")) > 0;
 	json_decref(rep);
@@ -622,6 +623,36 @@ static int scenario_swapcross(void)
 		return -1;
 	CU(cuCtxPushCurrent(w0.ctx));
 	return wl_teardown(&w0);
+}
+
+/* A forced swap onto the GPU the process is on: every object rebuilt, the
+ * memory copied within the GPU, nothing left behind. */
+static int scenario_swapsame(void)
+{
+	struct wl w;
+	long long peer = 0;
+
+	if (wl_setup(&w, 0, fatbin()))
+		return -1;
+	if (swap_flags("0", 0, &peer, NULL))
+		return -1;
+	CHECK(peer == 0, "an unforced swap onto its own GPU moved %lld bytes", peer);
+	for (int round = 0; round < 3; round++) {
+		unsigned flags = GS_SWAP_FORCE | (round == 2 ? GS_SWAP_VIA_HOST : 0);
+		size_t before = real_free(0);
+
+		if (swap_flags("0", flags, &peer, NULL))
+			return -1;
+		/* More when the arena's spare chunk went (spares are not
+		 * carried over), never less. */
+		CHECK(real_free(0) >= before, "round %d: GPU 0 has %zu bytes free, %zu before the "
+		      "swap (staged memory left behind?)", round, real_free(0), before);
+		CHECK(round == 2 ? peer == 0 : peer > 0, "round %d: %lld bytes copied within the GPU",
+		      round, peer);
+		if (wl_verify(&w, 0) || wl_verify_app(&w, 0) || wl_mutate(&w))
+			return -1;
+	}
+	return wl_teardown(&w);
 }
 
 /* GPUs that cannot be peers: everything goes through host memory. */
@@ -881,6 +912,7 @@ int main(int argc, char **argv)
 		{ "image", scenario_image },       { "swap", scenario_swap },
 		{ "swapback", scenario_swapback }, { "swaphost", scenario_swaphost },
 		{ "swapstagefail", scenario_swapstagefail }, { "swapcross", scenario_swapcross },
+		{ "swapsame", scenario_swapsame },
 		{ "blockers", scenario_blockers }, { "timeout", scenario_timeout },
 		{ "devspec", scenario_devspec },
 	};
