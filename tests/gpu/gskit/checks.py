@@ -289,10 +289,10 @@ def run_gs_workload(c, prog, pdir, miss):
         c.part("gs-workload-migrate", "skipped", miss)
         return f"gs-workload identical under the shim: {'no' if diff else 'yes'}"
     res, events = migrate_during(c, "gs-workload-migrated", cmd(main, "--sleep-ms", "40"), k.our_env(shim=True),
-                                 [(r"^step 10 ", "host"), (r"^step 25 ", "image")], 60)
+                                 [(r"^step 10 ", "host"), (r"^step 25 ", "image"), (r"^step 33 ", "swap")], 60)
     c.figures["gs_workload_migrations"] = events
     good = record_migration(c, "gs-workload-migrate", ref, res, events, parse=result_lines)
-    return "gs-workload bit-identical after 2 migrations" if good else "gs-workload migration: see parts"
+    return "gs-workload bit-identical after 3 migrations" if good else "gs-workload migration: see parts"
 
 
 def run_other_program(c, prog, pdir):
@@ -365,10 +365,10 @@ def check_cudart_migration(c):
     # Paced so that a freeze lands mid-run: 400 steps take over 3 s. Two
     # migrations: the second one runs on handles already translated once.
     res, events = migrate_during(c, "migrated", [wl, *steps, "--pace-ms", "8"], k.our_env(shim=True),
-                                 [(r"^step 80 ", "host"), (r"^step 240 ", "image")], 60)
+                                 [(r"^step 80 ", "host"), (r"^step 240 ", "image"), (r"^step 320 ", "swap")], 60)
     c.figures["migrations"] = events
     good = record_migration(c, "migrate", ref, res, events)
-    c.key = "bit-identical after 2 migrations" if good else "see parts"
+    c.key = "bit-identical after 3 migrations" if good else "see parts"
 
 
 # ---- 6. PyTorch --------------------------------------------------------------
@@ -432,10 +432,10 @@ def check_pytorch(c):
         c.part("migration", "skipped", miss)
         return
     res, events = migrate_during(c, "migrated", [*cmd, "--pace-ms", "5"], k.py_env(shim=True),
-                                 [(r"^step 100 ", "host"), (r"^step 200 ", "image")], 120)
+                                 [(r"^step 100 ", "host"), (r"^step 200 ", "image"), (r"^step 250 ", "swap")], 120)
     c.figures["migrations"] = events
     good = record_migration(c, "migrate", ref, res, events, parse=training_lines)
-    c.key += "; losses bit-identical after 2 migrations" if good else "; migration: see parts"
+    c.key += "; losses bit-identical after 3 migrations" if good else "; migration: see parts"
 
 
 # ---- 7. speed on a ~20 GB process --------------------------------------------
@@ -551,12 +551,13 @@ def check_speed(c):
         if miss:
             c.part("freeze-to-host", "skipped", miss)
             c.part("freeze-to-image", "skipped", miss)
+            c.part("swap-same-gpu", "skipped", miss)
             holder_verify(c, h, "contents-under-shim")
             c.key = f"{gib} GiB; driver checkpoint {driver.get('checkpoint', '-')} s / restore " \
                     f"{driver.get('restore', '-')} s; gpuswap: {miss}"
             return
         results = {}
-        for mode in ("host", "image"):
+        for mode in ("host", "image", "swap"):
             if mode == "image":
                 free = shutil.disk_usage(k.scratch).free
                 if free < nbytes * 1.1 + (1 << 30):
@@ -564,6 +565,21 @@ def check_speed(c):
                     continue
             c.need(20, f"freeze to {mode}")
             ev = freeze_thaw(c, h.pid, mode, f"big-{mode}")
+            if mode == "swap":
+                # The whole stop of a swap that rebuilds the process on its
+                # own GPU; device to device when the GPU has room for a
+                # second copy, else through host memory (its warning says).
+                if "error" in ev:
+                    c.part("swap-same-gpu", "fail", ev["error"], **ev)
+                    break
+                swap_s = max(ev["swap_s"], 1e-3)
+                ev["swap_gbps"] = round(nbytes / swap_s / 1e9, 2)
+                results[mode] = ev
+                c.part("swap-same-gpu", "pass", f"gpu-swap --force: stopped {ev['swap_s']} s "
+                       f"({ev['swap_gbps']} GB/s), {ev.get('bytes_device')} of {ev.get('bytes')} bytes device to "
+                       f"device", **ev)
+                holder_verify(c, h, "contents-after-swap")
+                continue
             if "error" in ev:
                 c.part(f"freeze-to-{mode}", "fail", ev["error"], **ev)
                 break
@@ -608,15 +624,19 @@ CHECKS = [
          "gs-workload (driver API, VMM, module globals, two threads) with each kernel image (fatbin, "
          "compressed, PTX, cubin), against the simulator's output, and under the shim; gs-ctor (driver used "
          "in a constructor) without and with the shim",
-         "+ gs-workload frozen at step 10 (to host) and 25 (to an image), output bit-identical"),
+         "+ gs-workload frozen at step 10 (to host) and 25 (to an image), gpu-swap --force at 33 (memory "
+         "copied within the GPU), output bit-identical"),
     Spec(5, "cudart-migration", "cudart program frozen mid-run", 45, 15, check_cudart_migration,
          "400 steps of kernels + SGEMM + streams/events, without and with the shim, digests compared",
-         "+ frozen at step 80 (to host) and 240 (to an image), thawed, digests bit-identical"),
+         "+ frozen at step 80 (to host) and 240 (to an image), thawed, gpu-swap --force at 320, digests "
+         "bit-identical"),
     Spec(6, "pytorch-training", "PyTorch training, losses bit-identical", 120, 40, check_pytorch,
          "300 AdamW steps of a small transformer LM without and with the shim: losses compared, step-time ratio",
-         "+ frozen at step 100 (to host) and 200 (to an image), losses bit-identical"),
+         "+ frozen at step 100 (to host) and 200 (to an image), gpu-swap --force at 250, losses "
+         "bit-identical"),
     Spec(7, "speed-20gb", "Speed on a ~20 GB process", 150, 45, check_speed,
          "pinned H2D/D2H bandwidth; the driver's cuCheckpoint lock/checkpoint/restore/unlock on a 20 GiB "
          "process, contents verified; the same process allocated under the shim",
-         "+ gpu-freeze --release to host and to an image on local disk, gpu-thaw, timed and verified"),
+         "+ gpu-freeze --release to host and to an image on local disk, gpu-thaw, gpu-swap --force (device to "
+         "device within the GPU), timed and verified"),
 ]

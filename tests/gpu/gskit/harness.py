@@ -168,10 +168,41 @@ def fs_type(path):
         return "unknown"
 
 
+def swap_same(c, pid, tag):
+    """gpu-swap --force --device 0 PID: every object rebuilt on the same card,
+    the memory copied within it (the device-to-device path of a swap: staged
+    memory adopted at the original addresses). Returns the timing, the tool's
+    JSON, and 'error' on failure."""
+    k = c.kit
+    ev = {"mode": "swap"}
+    if not k.tool("gpu-swap"):
+        ev["error"] = "gpu-swap: not in the kit"
+        return ev
+    c.need(10, f"{tag}: gpu-swap")
+    sw = c.run(f"{tag}-swap", [k.tool("gpu-swap"), "--force", "--device", "0", "--timeout", "30", "--json",
+                               str(pid)], k.tool_env(), 120)
+    ev["swap_s"] = round(sw.seconds, 3)
+    ev["swap_json"] = last_json(sw.lines)
+    if not sw.ok:
+        ev["error"] = "gpu-swap: " + sw.why()
+        return ev
+    try:
+        rel = ev["swap_json"]["report"]["swap"]["release"]
+        ev["bytes"] = rel.get("bytes")
+        ev["bytes_device"] = rel.get("bytes_device")
+        ev["swap_warnings"] = rel.get("warnings")
+    except (KeyError, TypeError):
+        pass
+    return ev
+
+
 def freeze_thaw(c, pid, mode, tag):
     """gpu-freeze --release PID (to host memory, or to an image on local
     disk), then gpu-thaw --device 0 PID: a new context and new memory on the
-    same card. Returns the timings, the tools' JSON, and 'error' on failure."""
+    same card. Mode "swap" is swap_same instead. Returns the timings, the
+    tools' JSON, and 'error' on failure."""
+    if mode == "swap":
+        return swap_same(c, pid, tag)
     k = c.kit
     image = k.scratch / f"image-{tag}" if mode == "image" else None
     if image is not None:
@@ -222,8 +253,8 @@ def migrate_during(c, name, cmd, env, points, finish_timeout):
         ev["lines_by_thaw"] = len(p.lines)
         events.append(ev)
         if "error" in ev:
-            if ev["error"].startswith("gpu-thaw"):
-                p.kill()  # released and never thawed: it would wait forever
+            if ev["error"].startswith(("gpu-thaw", "gpu-swap")):
+                p.kill()  # possibly released and never thawed: it would wait forever
             break
     rc = p.wait(max(1, min(finish_timeout, c.left())))
     p.kill()
@@ -233,8 +264,12 @@ def migrate_during(c, name, cmd, env, points, finish_timeout):
 def record_migration(c, part, ref, res, events, parse=deterministic_lines):
     """One part per freeze/thaw, then one for the output against ref."""
     for i, ev in enumerate(events):
-        detail = ev.get("error") or (f"freeze+release {ev.get('freeze_s')} s, thaw {ev.get('thaw_s')} s"
-                                     f" (at output line {ev.get('at_line')})")
+        if ev["mode"] == "swap":
+            done = (f"gpu-swap --force {ev.get('swap_s')} s, {ev.get('bytes_device')} of {ev.get('bytes')} bytes "
+                    f"device to device")
+        else:
+            done = f"freeze+release {ev.get('freeze_s')} s, thaw {ev.get('thaw_s')} s"
+        detail = ev.get("error") or f"{done} (at output line {ev.get('at_line')})"
         c.part(f"{part}-{i + 1}-{ev['mode']}", "fail" if "error" in ev else "pass", detail,
                **{k: v for k, v in ev.items() if k != "error"})
     if any("error" in ev for ev in events) or not events:
