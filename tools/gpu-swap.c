@@ -23,6 +23,10 @@ static void usage(FILE *out)
 		"                     application devices to devices (0=1,1=0)\n"
 		"  -t, --timeout S    wait at most S seconds for CUDA calls in flight to\n"
 		"                     finish (default %d); on timeout the process runs on\n"
+		"                     where it was\n"
+		"      --via-host     copy through host memory even where the GPUs are peers\n"
+		"      --force        rebuild it even on the GPUs it runs on (memory copied\n"
+		"                     within each GPU)\n"
 		"      --json         machine-readable: progress lines, then the reply\n"
 		"  -h, --help         this text\n"
 		"\n"
@@ -37,12 +41,15 @@ int main(int argc, char **argv)
 		{ "device", required_argument, NULL, 'd' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "via-host", no_argument, NULL, 'V' },
+		{ "force", no_argument, NULL, 'F' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct gs_tool tool;
 	const char *device = NULL;
 	double timeout_s = -1;
+	bool via_host = false, force = false;
 	json_t *req, *reply;
 	char done[512];
 	pid_t pid;
@@ -57,6 +64,8 @@ int main(int argc, char **argv)
 				return GS_EXIT_USAGE;
 			break;
 		case 'j': tool.json = true; break;
+		case 'V': via_host = true; break;
+		case 'F': force = true; break;
 		case 'h': usage(stdout); return GS_EXIT_OK;
 		default: usage(stderr); return GS_EXIT_USAGE;
 		}
@@ -70,27 +79,29 @@ int main(int argc, char **argv)
 	if (gs_tool_check_device(&tool, device))
 		return GS_EXIT_USAGE;
 
-	req = json_pack("{s:i, s:s, s:s}", GS_KEY_VERSION, GS_PROTO_VERSION, GS_KEY_OP,
-			GS_OP_SWAP, GS_KEY_DEVICE, device);
-	if (!req) {
-		gs_tool_error(&tool, "out of memory");
+	req = gs_tool_new_request(&tool, GS_OP_SWAP, device, timeout_s);
+	if (!req)
 		return GS_EXIT_FAILED;
-	}
-	if (timeout_s >= 0)
-		json_object_set_new(req, GS_KEY_TIMEOUT_MS,
-				    json_integer((json_int_t)(timeout_s * 1000.0 + 0.5)));
+	if (via_host)
+		json_object_set_new(req, GS_KEY_VIA_HOST, json_true());
+	if (force)
+		json_object_set_new(req, GS_KEY_FORCE, json_true());
 	gs_tool_request(&tool, pid, req, &reply);
 	json_t *rel = json_object_get(
 		json_object_get(json_object_get(reply, "report"), "swap"), "release");
 	json_int_t all = json_integer_value(json_object_get(rel, "bytes"));
-	json_int_t peer = json_integer_value(json_object_get(rel, "bytes_peer"));
-	char peer_s[32], host_s[32];
+	json_int_t direct = json_integer_value(json_object_get(rel, "bytes_device"));
+	char direct_s[32], host_s[32];
 
-	gs_format_bytes((uint64_t)peer, peer_s, sizeof(peer_s));
-	gs_format_bytes((uint64_t)(all > peer ? all - peer : 0), host_s, sizeof(host_s));
-	snprintf(done, sizeof(done), "PID %ld is %s on device %s (%s device to device, %s "
-		 "through host memory)", (long)pid, gs_json_str(reply, GS_KEY_STATE, "running"),
-		 device, peer_s, host_s);
+	gs_format_bytes((uint64_t)direct, direct_s, sizeof(direct_s));
+	gs_format_bytes((uint64_t)(all > direct ? all - direct : 0), host_s, sizeof(host_s));
+	if (rel)
+		snprintf(done, sizeof(done), "PID %ld is %s on device %s (%s device to device, %s "
+			 "through host memory)", (long)pid,
+			 gs_json_str(reply, GS_KEY_STATE, "running"), device, direct_s, host_s);
+	else
+		snprintf(done, sizeof(done), "PID %ld is %s on device %s", (long)pid,
+			 gs_json_str(reply, GS_KEY_STATE, "running"), device);
 	status = gs_tool_report(&tool, pid, reply, done);
 	json_decref(reply);
 	json_decref(req);
