@@ -210,6 +210,46 @@ struct rp_slot *rp_xfer_oldest(struct rp_xfer *x, enum rp_slot_state st)
 	return best;
 }
 
+struct rp_slot *rp_xfer_free_slot(struct rp_xfer *x)
+{
+	for (unsigned i = 0; i < x->nslots; i++)
+		if (x->slots[i].st == RP_SLOT_FREE)
+			return &x->slots[i];
+	return NULL;
+}
+
+bool rp_xfer_any(const struct rp_xfer *x, enum rp_slot_state st)
+{
+	for (unsigned i = 0; i < x->nslots; i++)
+		if (x->slots[i].st == st)
+			return true;
+	return false;
+}
+
+int rp_xfer_chunks(struct rp_xfer *x, struct rp_copy *copies, size_t n,
+		   int (*free_slot)(struct rp_xfer *x, struct rp_slot **out),
+		   int (*start)(struct rp_xfer *x, struct rp_slot *s))
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < n && !rc; i++) {
+		struct rp_copy *c = &copies[i];
+
+		for (uint64_t off = 0; off < c->region->size && !rc; off += x->chunk) {
+			struct rp_slot *s = NULL;
+
+			rc = free_slot(x, &s);
+			if (rc)
+				break;
+			s->copy = c;
+			s->off = off;
+			s->len = c->region->size - off < x->chunk ? c->region->size - off : x->chunk;
+			rc = start(x, s);
+		}
+	}
+	return rc;
+}
+
 void rp_xfer_advance(struct rp_xfer *x, uint64_t bytes)
 {
 	x->done += bytes;
@@ -238,6 +278,15 @@ int rp_xfer_wait(struct rp_xfer *x, struct rp_slot *s)
 			       (unsigned long long)(s->copy->va + s->off), x->real_device,
 			       rp_cu_name(rc));
 	return 0;
+}
+
+int rp_xfer_retire(struct rp_xfer *x, struct rp_slot *s)
+{
+	int rc = rp_xfer_wait(x, s);
+
+	rp_xfer_advance(x, s->len);
+	s->st = RP_SLOT_FREE;
+	return rc;
 }
 
 /* ---- dump ------------------------------------------------------------------------------ */
@@ -284,9 +333,7 @@ static int dump_free_slot(struct rp_xfer *x, struct rp_slot **out)
 		if (x->io_error)
 			return rp_fail(x->err, x->io_error, "writing the image failed: %s",
 				       gs_image_writer_errmsg(x->writer));
-		for (unsigned i = 0; i < x->nslots && !s; i++)
-			if (x->slots[i].st == RP_SLOT_FREE)
-				s = &x->slots[i];
+		s = rp_xfer_free_slot(x);
 		if (s) {
 			*out = s;
 			return 0;
@@ -306,28 +353,18 @@ static int dump_free_slot(struct rp_xfer *x, struct rp_slot **out)
 	}
 }
 
+static int dump_start(struct rp_xfer *x, struct rp_slot *s)
+{
+	return rp_xfer_issue(x, s,
+			     RP_REAL(cuMemcpyDtoHAsync_v2, s->buf, s->copy->va + s->off, s->len,
+				     x->stream),
+			     "copying to host");
+}
+
 static int dump_group(struct rp_xfer *x, struct rp_copy *copies, size_t n)
 {
-	int rc = 0;
+	int rc = rp_xfer_chunks(x, copies, n, dump_free_slot, dump_start);
 
-	for (size_t i = 0; i < n && !rc; i++) {
-		struct rp_copy *c = &copies[i];
-
-		for (uint64_t off = 0; off < c->region->size && !rc; off += x->chunk) {
-			struct rp_slot *s = NULL;
-
-			rc = dump_free_slot(x, &s);
-			if (rc)
-				break;
-			s->copy = c;
-			s->off = off;
-			s->len = c->region->size - off < x->chunk ? c->region->size - off : x->chunk;
-			rc = rp_xfer_issue(x, s,
-					   RP_REAL(cuMemcpyDtoHAsync_v2, s->buf, c->va + off, s->len,
-						   x->stream),
-					   "copying to host");
-		}
-	}
 	for (struct rp_slot *s; !rc && (s = rp_xfer_oldest(x, RP_SLOT_COPYING));)
 		rc = dump_drain(x, s);
 	/* The buffers are unpinned at the end of the group: every write of

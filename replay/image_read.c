@@ -67,14 +67,40 @@ static int read_header(struct gs_image_reader *r)
 	return 0;
 }
 
+/* Read all `len` bytes of file `name` from fd into buf, then close fd.
+ * 0, or -errno (-ENODATA: the file ended early) with the message set. */
+static int read_whole(struct gs_image_reader *r, int fd, const char *name, char *buf,
+		      size_t len)
+{
+	size_t got = 0;
+	int ret = 0;
+
+	while (got < len) {
+		ssize_t n = read(fd, buf + got, len - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			ret = n < 0 ? -errno : -ENODATA;
+			break;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	if (ret < 0)
+		return image_fail(&r->err, ret, "image %s: reading %s: %s", r->dir, name,
+				  strerror(-ret));
+	return 0;
+}
+
 static int read_manifest(struct gs_image_reader *r)
 {
 	const char *name = image_file_names[IMAGE_FILE_MANIFEST];
 	json_error_t jerr;
 	struct stat st;
 	char *text;
-	size_t got = 0;
-	int fd, ret = 0;
+	size_t len;
+	int fd, ret;
 
 	fd = openat(r->dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
@@ -100,30 +126,19 @@ static int read_manifest(struct gs_image_reader *r)
 		close(fd);
 		return image_fail(&r->err, -ENOMEM, "image %s: out of memory", r->dir);
 	}
-	while (got < r->header.manifest_size) {
-		ssize_t n = read(fd, text + got, r->header.manifest_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			ret = n < 0 ? -errno : -ENODATA;
-			break;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
+	len = (size_t)r->header.manifest_size;
+	ret = read_whole(r, fd, name, text, len);
 	if (ret < 0) {
 		free(text);
-		return image_fail(&r->err, ret, "image %s: reading %s: %s", r->dir, name,
-				  strerror(-ret));
+		return ret;
 	}
-	if (image_hash(text, got) != r->header.manifest_hash) {
+	if (image_hash(text, len) != r->header.manifest_hash) {
 		free(text);
 		return image_fail(&r->err, -EBADMSG, "image %s: %s does not match the checksum "
 				  "in %s's header: %s", r->dir, name,
 				  image_file_names[IMAGE_FILE_MEMORY], hint_damaged);
 	}
-	r->manifest = json_loadb(text, got, JSON_REJECT_DUPLICATES, &jerr);
+	r->manifest = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	free(text);
 	if (!r->manifest)
 		return image_fail(&r->err, -EBADMSG, "image %s: %s: line %d column %d: %s; %s",
@@ -342,9 +357,8 @@ int gs_image_read_module(struct gs_image_reader *r, uint32_t index, void **bytes
 	const struct rd_module *mod;
 	char name[32], short_name[32];
 	struct stat st;
-	size_t got = 0;
 	char *buf;
-	int fd, ret = 0;
+	int fd, ret;
 
 	if (index >= r->nmodules)
 		return image_fail(&r->err, -ENOENT, "image %s: no module %u (the image has %u)",
@@ -368,29 +382,17 @@ int gs_image_read_module(struct gs_image_reader *r, uint32_t index, void **bytes
 		return image_fail(&r->err, -ENOMEM, "image %s: out of memory for %s (%llu bytes)",
 				  r->dir, name, (unsigned long long)mod->size);
 	}
-	while (got < mod->size) {
-		ssize_t n = read(fd, buf + got, mod->size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			ret = n < 0 ? -errno : -ENODATA;
-			break;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
+	ret = read_whole(r, fd, name, buf, mod->size);
 	if (ret < 0) {
 		free(buf);
-		return image_fail(&r->err, ret, "image %s: reading %s: %s", r->dir, name,
-				  strerror(-ret));
+		return ret;
 	}
-	if (image_hash(buf, got) != mod->hash) {
+	if (image_hash(buf, mod->size) != mod->hash) {
 		free(buf);
 		return image_fail(&r->err, -EBADMSG, "image %s: %s: checksum mismatch; %s", r->dir,
 				  name, hint_damaged);
 	}
 	*bytes = buf;
-	*size = got;
+	*size = mod->size;
 	return 0;
 }

@@ -21,12 +21,9 @@
 static int host_free_slot(struct rp_xfer *x, struct rp_slot **out)
 {
 	for (;;) {
-		struct rp_slot *s = NULL;
+		struct rp_slot *s = rp_xfer_free_slot(x);
 		int rc;
 
-		for (unsigned i = 0; i < x->nslots && !s; i++)
-			if (x->slots[i].st == RP_SLOT_FREE)
-				s = &x->slots[i];
 		if (s) {
 			*out = s;
 			return 0;
@@ -40,34 +37,21 @@ static int host_free_slot(struct rp_xfer *x, struct rp_slot **out)
 	}
 }
 
+static int host_start(struct rp_xfer *x, struct rp_slot *s)
+{
+	memcpy(s->buf, (const char *)s->copy->region->host + s->off, s->len);
+	return rp_xfer_issue(x, s,
+			     RP_REAL(cuMemcpyHtoDAsync_v2, s->copy->va + s->off, s->buf, s->len,
+				     x->stream),
+			     "copying to the device");
+}
+
 static int restore_host_group(struct rp_xfer *x, struct rp_copy *copies, size_t n)
 {
-	int rc = 0;
+	int rc = rp_xfer_chunks(x, copies, n, host_free_slot, host_start);
 
-	for (size_t i = 0; i < n && !rc; i++) {
-		struct rp_copy *c = &copies[i];
-
-		for (uint64_t off = 0; off < c->region->size && !rc; off += x->chunk) {
-			struct rp_slot *s = NULL;
-
-			rc = host_free_slot(x, &s);
-			if (rc)
-				break;
-			s->copy = c;
-			s->off = off;
-			s->len = c->region->size - off < x->chunk ? c->region->size - off : x->chunk;
-			memcpy(s->buf, (const char *)c->region->host + off, s->len);
-			rc = rp_xfer_issue(x, s,
-					   RP_REAL(cuMemcpyHtoDAsync_v2, c->va + off, s->buf, s->len,
-						   x->stream),
-					   "copying to the device");
-		}
-	}
-	for (struct rp_slot *s; !rc && (s = rp_xfer_oldest(x, RP_SLOT_COPYING));) {
-		rc = rp_xfer_wait(x, s);
-		rp_xfer_advance(x, s->len);
-		s->st = RP_SLOT_FREE;
-	}
+	for (struct rp_slot *s; !rc && (s = rp_xfer_oldest(x, RP_SLOT_COPYING));)
+		rc = rp_xfer_retire(x, s);
 	return rc;
 }
 
@@ -109,15 +93,9 @@ static int issue_filled(struct rp_xfer *x)
 static int image_free_slot(struct rp_xfer *x, struct rp_slot **out)
 {
 	for (;;) {
-		struct rp_slot *s = NULL;
-		bool reading = false;
+		struct rp_slot *s = rp_xfer_free_slot(x);
 		int rc;
 
-		for (unsigned i = 0; i < x->nslots && !s; i++) {
-			if (x->slots[i].st == RP_SLOT_FREE)
-				s = &x->slots[i];
-			reading |= x->slots[i].st == RP_SLOT_READING;
-		}
 		if (s) {
 			*out = s;
 			return 0;
@@ -134,7 +112,7 @@ static int image_free_slot(struct rp_xfer *x, struct rp_slot **out)
 			s->st = RP_SLOT_FREE;
 			continue;
 		}
-		if (!reading)
+		if (!rp_xfer_any(x, RP_SLOT_READING))
 			return rp_fail(x->err, -EIO, "restore: no staging buffer can be freed");
 		rc = gs_image_read_reap(x->reader, true);
 		if (rc < 0)
@@ -190,13 +168,7 @@ static int restore_image_group(struct rp_xfer *x, struct rp_copy *copies, size_t
 		}
 	}
 	/* Drain: reads first (their copies follow), then the copies. */
-	for (;;) {
-		bool reading = false;
-
-		for (unsigned i = 0; i < x->nslots; i++)
-			reading |= x->slots[i].st == RP_SLOT_READING;
-		if (!reading)
-			break;
+	while (rp_xfer_any(x, RP_SLOT_READING)) {
 		int r = gs_image_read_reap(x->reader, true);
 		if (r < 0 && !rc)
 			rc = rp_fail(x->err, r, "reading the image failed: %s",
@@ -213,12 +185,10 @@ static int restore_image_group(struct rp_xfer *x, struct rp_copy *copies, size_t
 	if (!rc)
 		rc = issue_filled(x);
 	for (struct rp_slot *s; (s = rp_xfer_oldest(x, RP_SLOT_COPYING));) {
-		int r = rp_xfer_wait(x, s);
+		int r = rp_xfer_retire(x, s);
 
 		if (r && !rc)
 			rc = r;
-		rp_xfer_advance(x, s->len);
-		s->st = RP_SLOT_FREE;
 	}
 	return rc;
 }

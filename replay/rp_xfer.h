@@ -79,10 +79,23 @@ int rp_xfer_group_end(struct rp_xfer *x);
 void rp_xfer_group_abort(struct rp_xfer *x);
 /* The slot in state st issued first, or NULL. */
 struct rp_slot *rp_xfer_oldest(struct rp_xfer *x, enum rp_slot_state st);
+/* The first free slot, or NULL. */
+struct rp_slot *rp_xfer_free_slot(struct rp_xfer *x);
+/* Whether any slot is in state st. */
+bool rp_xfer_any(const struct rp_xfer *x, enum rp_slot_state st);
+/* Cut every copy into chunks of x->chunk bytes and start each in a slot:
+ * free_slot waits until one is free, start (s->copy, off and len set)
+ * issues its copy. Stops at the first error. */
+int rp_xfer_chunks(struct rp_xfer *x, struct rp_copy *copies, size_t n,
+		   int (*free_slot)(struct rp_xfer *x, struct rp_slot **out),
+		   int (*start)(struct rp_xfer *x, struct rp_slot *s));
 /* Record s's event after issuing its copy (rc: the issue's result). */
 int rp_xfer_issue(struct rp_xfer *x, struct rp_slot *s, CUresult rc, const char *what);
 /* Wait for s's copy. */
 int rp_xfer_wait(struct rp_xfer *x, struct rp_slot *s);
+/* Wait for s's copy, then count its bytes done and free s even if the copy
+ * failed (draining goes on to the other slots); the wait's result. */
+int rp_xfer_retire(struct rp_xfer *x, struct rp_slot *s);
 void rp_xfer_advance(struct rp_xfer *x, uint64_t bytes);
 
 #endif

@@ -1496,6 +1496,37 @@ def count_expr(fn, count):
     return '(size_t)%s' % count
 
 
+def ptr_copy_stmts(n, copy, fill):
+    """Point pointer parameter n, when not NULL, at the local `copy` of what
+    it points to, translated by the statements `fill` (over `copy`): the
+    application's own structure is never written."""
+    return (['if (%s) {' % n, '\t%s = *%s;' % (copy, n)] +
+            ['\t' + st for st in fill] +
+            ['\t%s = &%s;' % (n, copy), '}'])
+
+
+def array_copy_stmts(fn, n, ctype, count, names, fill, decls, frees):
+    """Point array parameter n at a copy of it, translated by the statements
+    `fill` (which fill `copy` from n). names: (copy, stack, count) variable
+    names. Up to STACK_COPIES elements live on the stack; more are
+    malloc'd, freed at gs_out (the caller sets needs_label)."""
+    copy, stack, cnt = names
+    decls.append('%s %s[%d], *%s = NULL;' % (ctype, stack, STACK_COPIES, copy))
+    decls.append('size_t %s = %s;' % (cnt, count_expr(fn, count)))
+    frees.append('if (%s != %s)\n\t\tfree(%s);' % (copy, stack, copy))
+    return (['if (%s && %s) {' % (n, cnt),
+             '\tif (%s <= %d)' % (cnt, STACK_COPIES),
+             '\t\t%s = %s;' % (copy, stack),
+             '\telse if (%s <= SIZE_MAX / sizeof(*%s))' % (cnt, copy),
+             '\t\t%s = malloc(%s * sizeof(*%s));' % (copy, cnt, copy),
+             '\tif (!%s) {' % copy,
+             '\t\tgs_rc = CUDA_ERROR_OUT_OF_MEMORY;',
+             '\t\tgoto gs_out;',
+             '\t}'] +
+            ['\t' + st for st in fill] +
+            ['\t%s = %s;' % (n, copy), '}'])
+
+
 def emit_xlat_function(s, fn, sx, helpers):
     """The cold path of one wrapper: translate, call, translate back."""
     decls, pre, post_always, post_ok, frees = [], [], [], [], []
@@ -1526,15 +1557,12 @@ def emit_xlat_function(s, fn, sx, helpers):
             copy = 'gs_%s_copy' % n
             dx = dev.pop(n, None)
             decls.append('%s %s;' % (x.type, copy))
-            pre.append('if (%s) {' % n)
-            pre.append('\t%s = *%s;' % (copy, n))
-            pre.extend('\t' + st for st in xlat_lvalue(copy, x.shape, x.type, 'in', helpers))
+            fill = xlat_lvalue(copy, x.shape, x.type, 'in', helpers)
             if dx is not None:
-                pre.extend('\t' + st for st in devptr_stmts(copy, dx.paths))
+                fill += devptr_stmts(copy, dx.paths)
             if x.mode == 'inout-ptr':
                 decls.append('__typeof__(%s) gs_%s_app = %s;' % (n, n, n))
-            pre.append('\t%s = &%s;' % (n, copy))
-            pre.append('}')
+            pre.extend(ptr_copy_stmts(n, copy, fill))
             if x.mode == 'inout-ptr':
                 # The driver may write results into the structure, even
                 # when it fails (e.g. an instantiation's result code).
@@ -1549,27 +1577,14 @@ def emit_xlat_function(s, fn, sx, helpers):
                 post_always.append('}')
         elif x.mode == 'in-array':
             copy = 'gs_%s_copy' % n
-            stack = 'gs_%s_stack' % n
             cnt = 'gs_%s_count' % n
-            decls.append('%s %s[%d], *%s = NULL;' % (x.type, stack, STACK_COPIES, copy))
-            decls.append('size_t %s = %s;' % (cnt, count_expr(fn, x.count)))
-            pre.append('if (%s && %s) {' % (n, cnt))
-            pre.append('\tif (%s <= %d)' % (cnt, STACK_COPIES))
-            pre.append('\t\t%s = %s;' % (copy, stack))
-            pre.append('\telse if (%s <= SIZE_MAX / sizeof(*%s))' % (cnt, copy))
-            pre.append('\t\t%s = malloc(%s * sizeof(*%s));' % (copy, cnt, copy))
-            pre.append('\tif (!%s) {' % copy)
-            pre.append('\t\tgs_rc = CUDA_ERROR_OUT_OF_MEMORY;')
-            pre.append('\t\tgoto gs_out;')
-            pre.append('\t}')
-            pre.append('\tmemcpy(%s, %s, %s * sizeof(*%s));' % (copy, n, cnt, copy))
-            pre.append('\tfor (size_t gs_i = 0; gs_i < %s; gs_i++) {' % cnt)
-            pre.extend('\t\t' + st for st in xlat_lvalue('%s[gs_i]' % copy, x.shape, x.type,
+            fill = ['memcpy(%s, %s, %s * sizeof(*%s));' % (copy, n, cnt, copy),
+                    'for (size_t gs_i = 0; gs_i < %s; gs_i++) {' % cnt]
+            fill.extend('\t' + st for st in xlat_lvalue('%s[gs_i]' % copy, x.shape, x.type,
                                                        'in', helpers))
-            pre.append('\t}')
-            pre.append('\t%s = %s;' % (n, copy))
-            pre.append('}')
-            frees.append('if (%s != %s)\n\t\tfree(%s);' % (copy, stack, copy))
+            fill.append('}')
+            pre.extend(array_copy_stmts(fn, n, x.type, x.count,
+                                        (copy, 'gs_%s_stack' % n, cnt), fill, decls, frees))
             needs_label = True
         elif x.mode in ('out', 'new'):
             d = 'new' if x.mode == 'new' else 'out'
@@ -1595,31 +1610,14 @@ def emit_xlat_function(s, fn, sx, helpers):
         elif dx.mode == 'in-ptr':
             copy = 'gs_%s_dev' % n
             decls.append('%s %s;' % (dx.type, copy))
-            pre.append('if (%s) {' % n)
-            pre.append('\t%s = *%s;' % (copy, n))
-            pre.extend('\t' + st for st in devptr_stmts(copy, dx.paths))
-            pre.append('\t%s = &%s;' % (n, copy))
-            pre.append('}')
+            pre.extend(ptr_copy_stmts(n, copy, devptr_stmts(copy, dx.paths)))
         elif dx.mode == 'in-array':
             copy = 'gs_%s_dev' % n
-            stack = 'gs_%s_devstack' % n
             cnt = 'gs_%s_devcount' % n
-            decls.append('%s %s[%d], *%s = NULL;' % (dx.type, stack, STACK_COPIES, copy))
-            decls.append('size_t %s = %s;' % (cnt, count_expr(fn, dx.count)))
-            pre.append('if (%s && %s) {' % (n, cnt))
-            pre.append('\tif (%s <= %d)' % (cnt, STACK_COPIES))
-            pre.append('\t\t%s = %s;' % (copy, stack))
-            pre.append('\telse if (%s <= SIZE_MAX / sizeof(*%s))' % (cnt, copy))
-            pre.append('\t\t%s = malloc(%s * sizeof(*%s));' % (copy, cnt, copy))
-            pre.append('\tif (!%s) {' % copy)
-            pre.append('\t\tgs_rc = CUDA_ERROR_OUT_OF_MEMORY;')
-            pre.append('\t\tgoto gs_out;')
-            pre.append('\t}')
-            pre.append('\tfor (size_t gs_i = 0; gs_i < %s; gs_i++)' % cnt)
-            pre.append('\t\t%s[gs_i] = gs_xlat_devptr(%s[gs_i]);' % (copy, n))
-            pre.append('\t%s = %s;' % (n, copy))
-            pre.append('}')
-            frees.append('if (%s != %s)\n\t\tfree(%s);' % (copy, stack, copy))
+            fill = ['for (size_t gs_i = 0; gs_i < %s; gs_i++)' % cnt,
+                    '\t%s[gs_i] = gs_xlat_devptr(%s[gs_i]);' % (copy, n)]
+            pre.extend(array_copy_stmts(fn, n, dx.type, dx.count,
+                                        (copy, 'gs_%s_devstack' % n, cnt), fill, decls, frees))
             needs_label = True
         elif dx.mode == 'out':
             post_ok.append('if (%s)' % n)

@@ -473,6 +473,25 @@ char *gs_tool_abspath(const char *path)
 	return msgf("%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, path);
 }
 
+json_t *gs_tool_new_request(struct gs_tool *t, const char *op, const char *device,
+			    double timeout_s)
+{
+	json_t *req = json_pack("{s:i, s:s}", GS_KEY_VERSION, GS_PROTO_VERSION, GS_KEY_OP, op);
+
+	/* Without its device a request would mean another operation (a thaw
+	 * where it was): better not sent at all. */
+	if (req && device && json_object_set_new(req, GS_KEY_DEVICE, json_string(device))) {
+		json_decref(req);
+		req = NULL;
+	}
+	if (req && timeout_s >= 0)
+		json_object_set_new(req, GS_KEY_TIMEOUT_MS,
+				    json_integer((json_int_t)(timeout_s * 1000.0 + 0.5)));
+	if (!req)
+		gs_tool_error(t, "out of memory");
+	return req;
+}
+
 int gs_tool_set_image(struct gs_tool *t, json_t *req, const char *image, char **abs_image)
 {
 	*abs_image = gs_tool_abspath(image);

@@ -90,6 +90,12 @@ int gs_tool_check_device(struct gs_tool *t, const char *spec);
  * its working directory is not ours). NULL when out of memory. */
 char *gs_tool_abspath(const char *path);
 
+/* A request for operation `op`, with its target device SPEC when device is
+ * not NULL and its --timeout when timeout_s >= 0. NULL (with a message)
+ * when out of memory. */
+json_t *gs_tool_new_request(struct gs_tool *t, const char *op, const char *device,
+			    double timeout_s);
+
 /* Put `image` into req as an absolute path; *abs_image gets that path
  * (the caller frees it) for the messages. Message on failure. */
 int gs_tool_set_image(struct gs_tool *t, json_t *req, const char *image, char **abs_image);

@@ -120,15 +120,9 @@ int main(int argc, char **argv)
 		return GS_EXIT_USAGE;
 	}
 
-	req = json_pack("{s:i, s:s}", GS_KEY_VERSION, GS_PROTO_VERSION, GS_KEY_OP,
-			check ? GS_OP_CHECK : GS_OP_FREEZE);
-	if (!req) {
-		gs_tool_error(&tool, "out of memory");
+	req = gs_tool_new_request(&tool, check ? GS_OP_CHECK : GS_OP_FREEZE, NULL, timeout_s);
+	if (!req)
 		return GS_EXIT_FAILED;
-	}
-	if (timeout_s >= 0)
-		json_object_set_new(req, GS_KEY_TIMEOUT_MS,
-				    json_integer((json_int_t)(timeout_s * 1000.0 + 0.5)));
 	if (release)
 		json_object_set_new(req, GS_KEY_RELEASE, json_true());
 	if (image) {

@@ -65,13 +65,9 @@ int main(int argc, char **argv)
 		return GS_EXIT_USAGE;
 	}
 
-	req = json_pack("{s:i, s:s}", GS_KEY_VERSION, GS_PROTO_VERSION, GS_KEY_OP, GS_OP_THAW);
-	if (!req) {
-		gs_tool_error(&tool, "out of memory");
+	req = gs_tool_new_request(&tool, GS_OP_THAW, device, -1);
+	if (!req)
 		return GS_EXIT_FAILED;
-	}
-	if (device)
-		json_object_set_new(req, GS_KEY_DEVICE, json_string(device));
 	if (image) {
 		if (gs_tool_set_image(&tool, req, image, &abs_image)) {
 			json_decref(req);

@@ -4,7 +4,7 @@
  * read with libelf. Facts checked against nvcc 13.0 cubins (sm_75 .. sm_121,
  * linked and -rdc relocatable).
  */
-#include "cuimage.h"
+#include "cuimage_internal.h"
 
 #include <errno.h>
 #include <gelf.h>
@@ -58,23 +58,6 @@ static void elf_init(void)
 	elf_ok = elf_version(EV_CURRENT) != EV_NONE;
 }
 
-/* Grows *array (of elem bytes) so that index n fits. */
-static void *grow(void *base, size_t *cap, size_t n, size_t elem)
-{
-	size_t ncap;
-	void *p;
-
-	if (n < *cap)
-		return base;
-	ncap = *cap ? *cap * 2 : 16;
-	if (ncap > SIZE_MAX / elem)
-		return NULL;
-	p = realloc(base, ncap * elem);
-	if (p)
-		*cap = ncap;
-	return p;
-}
-
 struct param_rec {
 	uint32_t ordinal;
 	uint32_t offset;
@@ -112,7 +95,7 @@ static int parse_nv_info(const unsigned char *p, size_t n, struct gs_kernel_info
 
 			if (len < 12)
 				goto out;
-			struct param_rec *nr = grow(recs, &cap, nrecs, sizeof *recs);
+			struct param_rec *nr = cuimage_grow(recs, &cap, nrecs, sizeof *recs);
 
 			if (!nr) {
 				ret = -ENOMEM;
@@ -235,7 +218,7 @@ static int add_kernel(struct cubin *c, struct gs_code_info *info, size_t *cap,
 			return ret;
 	}
 	k.name = strdup(name);
-	kernels = k.name ? grow(info->kernels, cap, info->nkernels, sizeof k) : NULL;
+	kernels = k.name ? cuimage_grow(info->kernels, cap, info->nkernels, sizeof k) : NULL;
 	if (!kernels) {
 		free(k.name);
 		free(k.params);
@@ -278,7 +261,7 @@ static int add_global(struct cubin *c, struct gs_code_info *info, size_t *cap,
 		g.flags |= GS_GLOBAL_MANAGED;
 	g.size = sym->st_size;
 	g.name = strdup(name);
-	globals = g.name ? grow(info->globals, cap, info->nglobals, sizeof g) : NULL;
+	globals = g.name ? cuimage_grow(info->globals, cap, info->nglobals, sizeof g) : NULL;
 	if (!globals) {
 		free(g.name);
 		return -ENOMEM;

@@ -15,7 +15,7 @@
  * next multiple of its alignment (.align N, else its type's size), which
  * gives the offsets the cubin's KPARAM_INFO records for the same kernel.
  */
-#include "cuimage.h"
+#include "cuimage_internal.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -292,22 +292,6 @@ static unsigned vector_of(const struct lexer *lx)
 	return 0;
 }
 
-static void *grow(void *base, size_t *cap, size_t n, size_t elem)
-{
-	size_t ncap;
-	void *p;
-
-	if (n < *cap)
-		return base;
-	ncap = *cap ? *cap * 2 : 16;
-	if (ncap > SIZE_MAX / elem)
-		return NULL;
-	p = realloc(base, ncap * elem);
-	if (p)
-		*cap = ncap;
-	return p;
-}
-
 static char *tok_dup(const struct lexer *lx)
 {
 	return strndup(lx->tok, lx->tlen);
@@ -389,7 +373,8 @@ static int parse_entry(struct ptx *px, bool ext)
 		while (!tok_is(lx, ")")) {
 			if (!tok_is(lx, ".param"))
 				goto fail;
-			struct gs_kparam *np = grow(k.params, &pcap, k.nparams, sizeof *k.params);
+			struct gs_kparam *np = cuimage_grow(k.params, &pcap, k.nparams,
+							    sizeof *k.params);
 
 			if (!np) {
 				ret = -ENOMEM;
@@ -425,7 +410,7 @@ static int parse_entry(struct ptx *px, bool ext)
 		ret = 0;
 		goto fail;
 	}
-	kernels = grow(px->info->kernels, &px->kcap, px->info->nkernels, sizeof k);
+	kernels = cuimage_grow(px->info->kernels, &px->kcap, px->info->nkernels, sizeof k);
 	if (!kernels) {
 		ret = -ENOMEM;
 		goto fail;
@@ -623,10 +608,12 @@ static int add_global(struct ptx *px, char *name, uint64_t size, struct init *in
 			memcpy(init, in->buf, in->cap < size ? in->cap : size);
 	}
 	/* storage[i] owns globals[i].init; both grow together. */
-	globals = grow(info->globals, &px->gcap, info->nglobals, sizeof g);
+	globals = cuimage_grow(info->globals, &px->gcap, info->nglobals, sizeof g);
 	if (globals)
 		info->globals = globals;
-	storage = globals ? grow(info->storage, &px->scap, info->nglobals, sizeof(void *)) : NULL;
+	storage = globals ? cuimage_grow(info->storage, &px->scap, info->nglobals,
+					 sizeof(void *))
+			  : NULL;
 	if (!storage) {
 		free(init);
 		return -ENOMEM;

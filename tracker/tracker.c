@@ -509,19 +509,34 @@ int gs_trk_stream_green_created(CUgreenCtx green, CUstream real, unsigned flags,
 	return stream_new(0, (uintptr_t)real, flags, priority, true, (uintptr_t)green, app);
 }
 
+/* Drop r if there is one: 0, or -ENOENT when r is NULL. Lock held. */
+static int drop_found(struct gs_rec *r)
+{
+	if (!r)
+		return -ENOENT;
+	trk_drop(r);
+	return 0;
+}
+
 int trk_drop_by_app(enum gs_kind kind, uint64_t app)
 {
-	struct gs_rec *r;
-	int rc = 0;
+	int rc;
 
 	trk_lock();
-	r = trk_find(kind, app);
-	if (r)
-		trk_drop(r);
-	else
-		rc = -ENOENT;
+	rc = drop_found(trk_find(kind, app));
 	trk_unlock();
 	return rc;
+}
+
+void trk_drop_where(enum gs_kind kind, size_t field, uint64_t key)
+{
+	struct gs_rec *r, *next;
+
+	for (r = gs_trk.kinds[kind].head; r; r = next) {
+		next = r->next;
+		if (*(const uint64_t *)(const void *)((const char *)r + field) == key)
+			trk_drop(r);
+	}
 }
 
 int gs_trk_stream_destroyed(CUstream stream)
@@ -645,28 +660,17 @@ void trk_unsup_drop_key(enum gs_unsup_kind what, uint64_t key)
 
 void trk_unsup_drop_parent(uint64_t parent)
 {
-	struct gs_rec *r, *next;
-
-	for (r = gs_trk.kinds[GS_KIND_UNSUPPORTED].head; r; r = next) {
-		next = r->next;
-		if (((struct gs_unsup_rec *)r)->parent == parent)
-			trk_drop(r);
-	}
+	trk_drop_where(GS_KIND_UNSUPPORTED, TRK_PARENT_FIELD(struct gs_unsup_rec, parent), parent);
 }
 
 int gs_trk_unsup_remove(enum gs_unsup_kind what, uint64_t key)
 {
-	struct gs_rec *r;
-	int rc = 0;
+	int rc;
 
 	if ((unsigned)what >= GS_UNSUP_COUNT)
 		return -EINVAL;
 	trk_lock();
-	r = unsup_find(what, key);
-	if (r)
-		trk_drop(r);
-	else
-		rc = -ENOENT;
+	rc = drop_found(unsup_find(what, key));
 	trk_unlock();
 	return rc;
 }

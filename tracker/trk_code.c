@@ -131,12 +131,31 @@ static int library_layouts(struct gs_library_rec *l, unsigned sm, const struct g
 	return 0;
 }
 
+/* Copy the image a load hook was given: from memory (size given, else the
+ * size of a live cuLinkComplete output, which sets *from_link, else probed)
+ * or from `path`. Copying reads the application's buffer or a file and may
+ * take a while: called without the lock. */
+static void copy_loaded_image(struct gs_image_copy *img, const void *image, size_t size,
+			      const char *path, bool *from_link)
+{
+	if (!image) {
+		trk_image_copy_file(img, path);
+		return;
+	}
+	if (!size) {
+		trk_lock();
+		size = trk_link_output_size_locked(image);
+		trk_unlock();
+		*from_link = size != 0;
+	}
+	trk_image_copy_mem(img, image, size);
+}
+
 /* ---- modules ------------------------------------------------------------------ */
 
 int gs_trk_module_loaded(const struct gs_module_desc *d, CUmodule real, CUmodule *app)
 {
 	struct gs_module_rec *m;
-	size_t known;
 	int rc;
 
 	if (!d || !real || d->source == GS_MODSRC_LIBRARY)
@@ -154,18 +173,7 @@ int gs_trk_module_loaded(const struct gs_module_desc *d, CUmodule real, CUmodule
 
 	/* Copy and parse before taking the lock: both read the application's
 	 * buffer or a file and may take a while. */
-	if (d->image) {
-		known = d->image_size;
-		if (!known) {
-			trk_lock();
-			known = trk_link_output_size_locked(d->image);
-			trk_unlock();
-			m->from_link = known != 0;
-		}
-		trk_image_copy_mem(&m->image, d->image, known);
-	} else {
-		trk_image_copy_file(&m->image, d->path);
-	}
+	copy_loaded_image(&m->image, d->image, d->image_size, d->path, &m->from_link);
 	if (d->sm) {
 		m->image.layouts = trk_layouts_parse(&m->image, d->sm);
 		m->layouts = m->image.layouts;
@@ -184,6 +192,15 @@ fail:
 	m->hdr.kind = GS_KIND_MODULE;
 	trk_free_code_rec(&m->hdr);
 	return rc;
+}
+
+/* The record of `real` if it is already library lib's module, or NULL.
+ * Lock held. */
+static struct gs_rec *library_module_find(CUlibrary lib, CUmodule real)
+{
+	struct gs_rec *old = trk_find_real(GS_KIND_MODULE, (uintptr_t)real);
+
+	return old && ((struct gs_module_rec *)old)->library == (uintptr_t)lib ? old : NULL;
 }
 
 int gs_trk_library_module(CUlibrary lib, CUcontext ctx, int device, unsigned sm,
@@ -206,15 +223,9 @@ int gs_trk_library_module(CUlibrary lib, CUcontext ctx, int device, unsigned sm,
 	m->image.error = -ENODATA; /* the library holds the image */
 
 	trk_lock();
-	old = trk_find_real(GS_KIND_MODULE, (uintptr_t)real);
-	if (old && ((struct gs_module_rec *)old)->library == (uintptr_t)lib) {
-		/* The library's module in this context, asked for again. */
-		if (app)
-			*app = (CUmodule)(uintptr_t)old->app;
-		trk_unlock();
-		free(m);
-		return 1;
-	}
+	old = library_module_find(lib, real);
+	if (old)
+		goto known;
 	l = (struct gs_library_rec *)trk_find(GS_KIND_LIBRARY, (uintptr_t)lib);
 	if (!l) {
 		trk_unlock();
@@ -230,14 +241,9 @@ int gs_trk_library_module(CUlibrary lib, CUcontext ctx, int device, unsigned sm,
 		}
 		m->sm = sm;
 		/* Another thread may have recorded this module meanwhile. */
-		old = trk_find_real(GS_KIND_MODULE, (uintptr_t)real);
-		if (old && ((struct gs_module_rec *)old)->library == (uintptr_t)lib) {
-			if (app)
-				*app = (CUmodule)(uintptr_t)old->app;
-			trk_unlock();
-			free(m);
-			return 1;
-		}
+		old = library_module_find(lib, real);
+		if (old)
+			goto known;
 	}
 	trk_drop_stale(GS_KIND_MODULE, (uintptr_t)real);
 	rc = trk_link(&m->hdr, GS_KIND_MODULE, (uintptr_t)real, 0, false);
@@ -247,6 +253,13 @@ int gs_trk_library_module(CUlibrary lib, CUcontext ctx, int device, unsigned sm,
 	if (rc)
 		free(m);
 	return rc;
+known:
+	/* The library's module in this context, asked for again. */
+	if (app)
+		*app = (CUmodule)(uintptr_t)old->app;
+	trk_unlock();
+	free(m);
+	return 1;
 }
 
 int gs_trk_module_unloaded(CUmodule mod)
@@ -276,19 +289,7 @@ int gs_trk_library_loaded(const struct gs_library_desc *d, CUlibrary real, CUlib
 		rc = trk_libopts_copy(&l->lib, d->nlib, d->lib, d->libvals);
 	if (rc)
 		goto fail;
-	if (d->image) {
-		size_t known = d->image_size;
-
-		if (!known) {
-			trk_lock();
-			known = trk_link_output_size_locked(d->image);
-			trk_unlock();
-			l->from_link = known != 0;
-		}
-		trk_image_copy_mem(&l->image, d->image, known);
-	} else {
-		trk_image_copy_file(&l->image, d->path);
-	}
+	copy_loaded_image(&l->image, d->image, d->image_size, d->path, &l->from_link);
 	if (d->sm)
 		l->image.layouts = trk_layouts_parse(&l->image, d->sm);
 
@@ -340,19 +341,26 @@ static int function_new(uint64_t real, uint64_t module, uint64_t kernel, uint64_
 	return 0;
 }
 
+/* Whether the function handle `real` is known already (a repeated
+ * look-up); its app handle into *app if so. Lock held. */
+static bool function_known(CUfunction real, CUfunction *app)
+{
+	struct gs_rec *old = trk_find_real(GS_KIND_FUNCTION, (uintptr_t)real);
+
+	if (old && app)
+		*app = (CUfunction)(uintptr_t)old->app;
+	return old != NULL;
+}
+
 int gs_trk_function_found(CUmodule mod, const char *name, CUfunction real, CUfunction *app)
 {
 	struct gs_module_rec *m;
-	struct gs_rec *old;
 	int rc;
 
 	if (!mod || !real)
 		return -EINVAL;
 	trk_lock();
-	old = trk_find_real(GS_KIND_FUNCTION, (uintptr_t)real);
-	if (old) {
-		if (app)
-			*app = (CUfunction)(uintptr_t)old->app;
+	if (function_known(real, app)) {
 		trk_unlock();
 		return 1;
 	}
@@ -421,16 +429,12 @@ int gs_trk_kernel_function(CUkernel kernel, CUcontext ctx, unsigned sm, CUfuncti
 	const struct gs_layouts *lay = NULL;
 	struct gs_library_rec *l;
 	struct gs_kernel_rec *k;
-	struct gs_rec *old;
 	int rc;
 
 	if (!kernel || !real)
 		return -EINVAL;
 	trk_lock();
-	old = trk_find_real(GS_KIND_FUNCTION, (uintptr_t)real);
-	if (old) {
-		if (app)
-			*app = (CUfunction)(uintptr_t)old->app;
+	if (function_known(real, app)) {
 		trk_unlock();
 		return 1;
 	}
@@ -445,15 +449,16 @@ int gs_trk_kernel_function(CUkernel kernel, CUcontext ctx, unsigned sm, CUfuncti
 			trk_unlock();
 			return rc;
 		}
-		/* The lock was dropped: the kernel may have gone with its
-		 * library, or the function been recorded by another thread. */
-		l = kernel_library((uintptr_t)kernel, &k);
-		old = trk_find_real(GS_KIND_FUNCTION, (uintptr_t)real);
-		if (!l || old) {
-			if (old && app)
-				*app = (CUfunction)(uintptr_t)old->app;
+		/* The lock was dropped: the function may have been recorded
+		 * by another thread, or the kernel gone with its library. */
+		if (function_known(real, app)) {
 			trk_unlock();
-			return old ? 1 : -ENOENT;
+			return 1;
+		}
+		l = kernel_library((uintptr_t)kernel, &k);
+		if (!l) {
+			trk_unlock();
+			return -ENOENT;
 		}
 	}
 	rc = function_new((uintptr_t)real, 0, (uintptr_t)kernel, (uintptr_t)ctx, k->name,
@@ -731,82 +736,39 @@ out:
 
 /* ---- cascades and checks -------------------------------------------------------------- */
 
-/* Drop every record of `kind` for which match() holds. Lock held. */
-static void drop_matching(enum gs_kind kind, bool (*match)(const struct gs_rec *, uint64_t),
-			  uint64_t key)
+/* A global's owner is a module or a library, whose handles may coincide:
+ * the owner's kind has to match too. Lock held. */
+static void drop_globals_of(enum gs_kind owner_kind, uint64_t owner)
 {
 	struct gs_rec *r, *next;
 
-	for (r = gs_trk.kinds[kind].head; r; r = next) {
+	for (r = gs_trk.kinds[GS_KIND_GLOBAL].head; r; r = next) {
+		const struct gs_global_rec *g = (const struct gs_global_rec *)r;
+
 		next = r->next;
-		if (match(r, key))
+		if (g->owner_kind == owner_kind && g->owner == owner)
 			trk_drop(r);
 	}
-}
-
-static bool function_of_module(const struct gs_rec *r, uint64_t m)
-{
-	return ((const struct gs_function_rec *)r)->module == m;
-}
-
-static bool function_of_kernel(const struct gs_rec *r, uint64_t k)
-{
-	return ((const struct gs_function_rec *)r)->kernel == k;
-}
-
-static bool function_of_ctx(const struct gs_rec *r, uint64_t c)
-{
-	return ((const struct gs_function_rec *)r)->ctx == c;
-}
-
-static bool global_of_module(const struct gs_rec *r, uint64_t m)
-{
-	const struct gs_global_rec *g = (const struct gs_global_rec *)r;
-
-	return g->owner_kind == GS_KIND_MODULE && g->owner == m;
-}
-
-static bool global_of_library(const struct gs_rec *r, uint64_t l)
-{
-	const struct gs_global_rec *g = (const struct gs_global_rec *)r;
-
-	return g->owner_kind == GS_KIND_LIBRARY && g->owner == l;
-}
-
-static bool global_of_ctx(const struct gs_rec *r, uint64_t c)
-{
-	return ((const struct gs_global_rec *)r)->ctx == c;
-}
-
-static bool kernel_of_library(const struct gs_rec *r, uint64_t l)
-{
-	return ((const struct gs_kernel_rec *)r)->library == l;
-}
-
-static bool module_of_library(const struct gs_rec *r, uint64_t l)
-{
-	return ((const struct gs_module_rec *)r)->library == l;
-}
-
-static bool module_of_ctx(const struct gs_rec *r, uint64_t c)
-{
-	return ((const struct gs_module_rec *)r)->ctx == c;
 }
 
 void trk_code_drop_dependents(struct gs_rec *r)
 {
 	switch (r->kind) {
 	case GS_KIND_MODULE:
-		drop_matching(GS_KIND_FUNCTION, function_of_module, r->app);
-		drop_matching(GS_KIND_GLOBAL, global_of_module, r->app);
+		trk_drop_where(GS_KIND_FUNCTION, TRK_PARENT_FIELD(struct gs_function_rec, module),
+			       r->app);
+		drop_globals_of(GS_KIND_MODULE, r->app);
 		break;
 	case GS_KIND_KERNEL:
-		drop_matching(GS_KIND_FUNCTION, function_of_kernel, r->app);
+		trk_drop_where(GS_KIND_FUNCTION, TRK_PARENT_FIELD(struct gs_function_rec, kernel),
+			       r->app);
 		break;
 	case GS_KIND_LIBRARY:
-		drop_matching(GS_KIND_KERNEL, kernel_of_library, r->app);
-		drop_matching(GS_KIND_MODULE, module_of_library, r->app);
-		drop_matching(GS_KIND_GLOBAL, global_of_library, r->app);
+		trk_drop_where(GS_KIND_KERNEL, TRK_PARENT_FIELD(struct gs_kernel_rec, library),
+			       r->app);
+		trk_drop_where(GS_KIND_MODULE, TRK_PARENT_FIELD(struct gs_module_rec, library),
+			       r->app);
+		drop_globals_of(GS_KIND_LIBRARY, r->app);
 		break;
 	default:
 		break;
@@ -815,9 +777,9 @@ void trk_code_drop_dependents(struct gs_rec *r)
 
 void trk_code_drop_ctx(uint64_t ctx)
 {
-	drop_matching(GS_KIND_MODULE, module_of_ctx, ctx);
-	drop_matching(GS_KIND_FUNCTION, function_of_ctx, ctx);
-	drop_matching(GS_KIND_GLOBAL, global_of_ctx, ctx);
+	trk_drop_where(GS_KIND_MODULE, TRK_PARENT_FIELD(struct gs_module_rec, ctx), ctx);
+	trk_drop_where(GS_KIND_FUNCTION, TRK_PARENT_FIELD(struct gs_function_rec, ctx), ctx);
+	trk_drop_where(GS_KIND_GLOBAL, TRK_PARENT_FIELD(struct gs_global_rec, ctx), ctx);
 }
 
 int trk_code_check(gs_trk_problem_fn *fn, void *arg, bool *stop)

@@ -172,16 +172,8 @@ static void drop_ctx_children(uint64_t ctx)
 {
 	struct gs_rec *r, *next;
 
-	for (r = gs_trk.kinds[GS_KIND_STREAM].head; r; r = next) {
-		next = r->next;
-		if (((struct gs_stream_rec *)r)->ctx == ctx)
-			trk_drop(r);
-	}
-	for (r = gs_trk.kinds[GS_KIND_EVENT].head; r; r = next) {
-		next = r->next;
-		if (((struct gs_event_rec *)r)->ctx == ctx)
-			trk_drop(r);
-	}
+	trk_drop_where(GS_KIND_STREAM, TRK_PARENT_FIELD(struct gs_stream_rec, ctx), ctx);
+	trk_drop_where(GS_KIND_EVENT, TRK_PARENT_FIELD(struct gs_event_rec, ctx), ctx);
 	trk_code_drop_ctx(ctx);
 	trk_mem_drop_ctx(ctx);
 	for (r = gs_trk.kinds[GS_KIND_UNSUPPORTED].head; r; r = next) {

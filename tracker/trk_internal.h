@@ -14,6 +14,7 @@
 #define GS_TRK_INTERNAL_H
 
 #include <pthread.h>
+#include <stddef.h>
 
 #include "addrtree.h"
 #include "tracker.h"
@@ -80,6 +81,14 @@ void trk_drop_stale(enum gs_kind kind, uint64_t real);
 void trk_drop(struct gs_rec *r);
 /* Take the lock, drop the record of kind with that app key: 0 or -ENOENT. */
 int trk_drop_by_app(enum gs_kind kind, uint64_t app);
+/* The offset of the uint64_t member by which a record names the record it
+ * depends on (its context, module, library...), for trk_drop_where. A
+ * member of another type does not compile. */
+#define TRK_PARENT_FIELD(type, member) \
+	_Generic(((type *)0)->member, uint64_t: offsetof(type, member))
+/* Drop every record of kind whose member at `field` (TRK_PARENT_FIELD) is
+ * key, with its own dependents. Lock held. */
+void trk_drop_where(enum gs_kind kind, size_t field, uint64_t key);
 /* Change the accounted bytes of a linked record. Lock held. */
 void trk_account(struct gs_rec *r, uint64_t bytes);
 /* Re-key a linked address record whose address changed. Lock held. */

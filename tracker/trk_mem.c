@@ -378,6 +378,17 @@ static int carve(enum gs_kind kind, uint64_t addr, uint64_t size)
 	return rc ? rc : found ? 0 : -ENOENT;
 }
 
+/* carve() for the public entry points, which do not hold the lock. */
+static int lock_and_carve(enum gs_kind kind, uint64_t addr, uint64_t size)
+{
+	int rc;
+
+	trk_lock();
+	rc = carve(kind, addr, size);
+	trk_unlock();
+	return rc;
+}
+
 /* ---- reservations ------------------------------------------------------------------ */
 
 int gs_trk_reserve_add(CUdeviceptr addr, size_t size, size_t alignment, CUdeviceptr hint,
@@ -404,12 +415,7 @@ int gs_trk_reserve_add(CUdeviceptr addr, size_t size, size_t alignment, CUdevice
 
 int gs_trk_reserve_free(CUdeviceptr addr, size_t size)
 {
-	int rc;
-
-	trk_lock();
-	rc = carve(GS_KIND_RESERVATION, addr, size);
-	trk_unlock();
-	return rc;
+	return lock_and_carve(GS_KIND_RESERVATION, addr, size);
 }
 
 /* ---- physical handles ----------------------------------------------------------------- */
@@ -545,12 +551,7 @@ int gs_trk_map_add(CUdeviceptr va, size_t size, size_t offset, CUmemGenericAlloc
 
 int gs_trk_unmap(CUdeviceptr va, size_t size)
 {
-	int rc;
-
-	trk_lock();
-	rc = carve(GS_KIND_MAPPING, va, size);
-	trk_unlock();
-	return rc;
+	return lock_and_carve(GS_KIND_MAPPING, va, size);
 }
 
 static bool same_location(const CUmemLocation *a, const CUmemLocation *b)
