@@ -9,7 +9,8 @@
 #   image: the same with the state saved to an image directory
 #          (gpu-freeze --release --image DIR; gpu-inspect --verify DIR when
 #          built; gpu-thaw --device 1 --image DIR);
-#   swap:  moved in one step (gpu-swap --device 1);
+#   swap:  moved in one step (gpu-swap --device 1), device to device, then
+#          rebuilt on GPU 1 through host memory (--force --via-host);
 # then it must finish with output bit for bit that of an undisturbed run.
 # Needs the replay engine (skips, saying so, while it is not implemented).
 . "$(dirname "$0")/e2e-lib.sh"
@@ -55,6 +56,14 @@ swap)
 	peer=$(jget report.swap.release.bytes_device <"$tmp/last.json")
 	[ "${peer:-0}" -gt 0 ] || fail "gpu-swap copied nothing device to device: $(cat "$tmp/last.json")"
 	say "swap: $peer bytes device to device"
+	# Rebuilt where it is, through host memory only, as asked.
+	must gpu-swap --force --via-host --device 1 "$wl_pid"
+	peer=$(jget report.swap.release.bytes_device <"$tmp/last.json")
+	[ "${peer:-0}" -eq 0 ] || fail "gpu-swap --via-host copied $peer bytes device to device"
+	must gpu-swap --device 1 "$wl_pid"
+	[ -z "$(jget report.swap.release <"$tmp/last.json")" ] ||
+		fail "a swap onto the GPU it runs on released it: $(cat "$tmp/last.json")"
+	say "swap: --force --via-host rebuilt it on GPU 1 through host memory; without --force nothing moved"
 	;;
 *)
 	fail "unknown mode $mode"
