@@ -323,7 +323,7 @@ static uint64_t adopt_chunk(void *arg, uint64_t va, uint64_t size)
 {
 	struct adopt_arena *aa = arg;
 	uint64_t i;
-	const struct rp_region *g;
+	struct rp_region *g;
 	uint64_t h;
 
 	if (!rp_index_get(&aa->by_va, va, &i))
@@ -332,8 +332,10 @@ static uint64_t adopt_chunk(void *arg, uint64_t va, uint64_t size)
 	if (g->size != size)
 		return 0;
 	h = rp_stage_adopt(g, aa->real);
-	if (h)
+	if (h) {
 		aa->adopted += size;
+		g->adopted = true;
+	}
 	return h;
 }
 
@@ -425,10 +427,14 @@ uint64_t rp_map_phys(const struct thaw *t, uint64_t app)
 static CUmemGenericAllocationHandle staged_phys(const struct thaw *t, uint64_t app, int real)
 {
 	for (size_t i = 0; i < t->s->nregions; i++) {
-		const struct rp_region *g = &t->s->regions[i];
+		struct rp_region *g = &t->s->regions[i];
+		uint64_t h;
 
-		if (g->kind == RP_REGION_PHYS && g->phys == app)
-			return (CUmemGenericAllocationHandle)rp_stage_adopt(g, real);
+		if (g->kind != RP_REGION_PHYS || g->phys != app)
+			continue;
+		h = rp_stage_adopt(g, real);
+		g->adopted = h != 0;
+		return (CUmemGenericAllocationHandle)h;
 	}
 	return 0;
 }

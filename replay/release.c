@@ -582,9 +582,10 @@ int rp_release(const char *image_dir, const int *stage_map, const struct gs_prog
 	gs_set_migrated(true);
 
 	pthread_mutex_lock(&rp.lock);
-	rp_saved_free(&rp.saved);
+	/* Whatever was there before is freed at `out`, outside the lock. */
+	struct rp_saved old = rp.saved;
 	rp.saved = saved;
-	memset(&saved, 0, sizeof(saved));
+	saved = old;
 	pthread_mutex_unlock(&rp.lock);
 	rp_set_state(GS_STATE_RELEASED);
 	if (report) {

@@ -126,6 +126,8 @@ struct rp_region {
 	uint64_t stage_handle;
 	uint64_t stage_va;
 	int stage_device;
+	/* During a thaw: the staged memory became the region's memory. */
+	bool adopted;
 };
 
 /* A primary context released at a release, and how many times: a thaw
@@ -297,6 +299,11 @@ bool rp_region_staged_on(const struct rp_region *r, int real_device);
 /* The driver handle of the region's staged memory on `real_device` with a
  * new reference for the caller, or 0 (not staged there, or it failed). */
 uint64_t rp_stage_adopt(const struct rp_region *r, int real_device);
+/* Copy staged regions into the memory a thaw made for them, where it
+ * could not adopt the staged memory itself (copies[].va: the destination,
+ * on copies[].real_device, the GPU holding the staging). 0 or -errno. */
+int rp_stage_restore(struct rp_copy *copies, size_t n, CUcontext const *work,
+		     const struct gs_progress *progress, char **err);
 
 /* ---- release.c ---------------------------------------------------------------------- */
 

@@ -203,11 +203,12 @@ static bool peer_ok(int src, int dst, signed char cache[GS_MAX_DEVICES][GS_MAX_D
 	return cache[src][dst] > 0;
 }
 
-/* Copy the staged regions that live on source GPU `src`, in its work
- * context (or its primary context, borrowed). */
+/* Copy the staged regions among copies[] that are on GPU `src` (their
+ * real_device) into their staging (to_stage), or out of it into copies[].va,
+ * in `work` (or the GPU's primary context, borrowed). */
 static CUresult stage_copy_device(int src, CUcontext work, struct rp_copy *copies, size_t n,
-				  const struct gs_progress *progress, uint64_t *done, uint64_t total,
-				  uint64_t *bad_va)
+				  bool to_stage, const struct gs_progress *progress, uint64_t *done,
+				  uint64_t total, uint64_t *bad_va)
 {
 	CUcontext ctx = work, popped;
 	CUstream stream = NULL;
@@ -233,12 +234,13 @@ static CUresult stage_copy_device(int src, CUcontext work, struct rp_copy *copie
 		for (uint64_t off = 0; off < g->size && rc == CUDA_SUCCESS; off += RP_STAGE_PIECE) {
 			size_t len = g->size - off < RP_STAGE_PIECE ? g->size - off : RP_STAGE_PIECE;
 
-			rc = RP_REAL(cuMemcpyDtoDAsync_v2, g->stage_va + off, copies[i].va + off,
-				     len, stream);
-			if (rc != CUDA_SUCCESS) {
-				*bad_va = g->va;
+			rc = to_stage ? RP_REAL(cuMemcpyDtoDAsync_v2, g->stage_va + off,
+						copies[i].va + off, len, stream)
+				      : RP_REAL(cuMemcpyDtoDAsync_v2, copies[i].va + off,
+						g->stage_va + off, len, stream);
+			*bad_va = g->va;
+			if (rc != CUDA_SUCCESS)
 				break;
-			}
 			unsynced += len;
 			if (unsynced >= RP_STAGE_SYNC) {
 				rc = RP_REAL(cuStreamSynchronize, stream);
@@ -320,15 +322,15 @@ int rp_stage(struct rp_saved *s, struct rp_copy *copies, size_t n, CUcontext con
 			if (!any)
 				continue;
 			gs_inside_begin();
-			rc = stage_copy_device(src, work[src], copies, n, progress, &done, total,
-					       &bad_va);
+			rc = stage_copy_device(src, work[src], copies, n, true, progress, &done,
+					       total, &bad_va);
 			gs_inside_end();
 		}
 	}
 	if (rc != CUDA_SUCCESS) {
 		/* The host path still works: nothing is lost by dropping the
 		 * staging, the source memory is untouched. */
-		rp_warn(warnings, "copying memory at %#llx device to device failed (%s); "
+		rp_warn(warnings, "copying memory device to device (near %#llx) failed (%s); "
 			"copying through host memory instead", (unsigned long long)bad_va,
 			rp_cu_name(rc));
 		for (size_t i = 0; i < n; i++)
@@ -339,6 +341,34 @@ int rp_stage(struct rp_saved *s, struct rp_copy *copies, size_t n, CUcontext con
 	if (total)
 		gs_info("staged %llu bytes on the target GPUs, device to device",
 			(unsigned long long)total);
+	return 0;
+}
+
+/* ---- into rebuilt memory ----------------------------------------------------------------- */
+
+int rp_stage_restore(struct rp_copy *copies, size_t n, CUcontext const *work,
+		     const struct gs_progress *progress, char **err)
+{
+	uint64_t total = 0, done = 0, bad_va = 0;
+	CUresult rc = CUDA_SUCCESS;
+
+	for (size_t i = 0; i < n; i++)
+		total += copies[i].region->size;
+	for (int dev = 0; dev < GS_MAX_DEVICES && rc == CUDA_SUCCESS && total; dev++) {
+		bool any = false;
+
+		for (size_t i = 0; i < n && !any; i++)
+			any = copies[i].real_device == dev;
+		if (!any)
+			continue;
+		gs_inside_begin();
+		rc = stage_copy_device(dev, work[dev], copies, n, false, progress, &done, total,
+				       &bad_va);
+		gs_inside_end();
+	}
+	if (rc != CUDA_SUCCESS)
+		return rp_fail(err, rp_cu_errno(rc), "copying staged memory into place (near %#llx) "
+			       "failed: %s", (unsigned long long)bad_va, rp_cu_name(rc));
 	return 0;
 }
 

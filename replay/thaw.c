@@ -367,19 +367,23 @@ static int restore_memory(struct thaw *t, const char *image_dir)
 		free(maps);
 		return rp_thaw_nomem(t);
 	}
-	size_t n = 0;
+	/* From the front: what comes from host memory or the image; from the
+	 * back: staged memory the thaw could not adopt, copied from its
+	 * staging within the GPU. Adopted memory has its contents. */
+	size_t n = 0, nst = 0;
 
 	gs_inside_begin();
 	for (size_t i = 0; i < s->nregions && !rc; i++) {
 		struct rp_region *g = &s->regions[i];
 		int real = rp_real_of(t, g->device);
+		bool staged = rp_region_staged_on(g, real);
+		struct rp_copy *c = staged ? &copies[s->nregions - 1 - nst] : &copies[n];
 
-		/* Staged memory was adopted with its contents. */
-		if (rp_region_staged_on(g, real))
+		if (staged && g->adopted)
 			continue;
-		copies[n] = (struct rp_copy){ .region = g, .va = g->va, .real_device = real };
+		*c = (struct rp_copy){ .region = g, .va = g->va, .real_device = real };
 		if (g->kind == RP_REGION_GLOBAL)
-			copies[n].va = g->dest;
+			c->va = g->dest;
 		if (g->kind == RP_REGION_PHYS) {
 			uint64_t h = rp_map_phys(t, g->phys);
 			CUresult cr = h ? rp_tmpmap_make(&maps[nmaps], h, g->size, real)
@@ -391,13 +395,21 @@ static int restore_memory(struct thaw *t, const char *image_dir)
 					     rp_cu_name(cr));
 				break;
 			}
-			copies[n].va = maps[nmaps++].va;
+			c->va = maps[nmaps++].va;
 		}
-		n++;
+		if (staged)
+			nst++;
+		else
+			n++;
 	}
 	gs_inside_end();
 	if (!rc)
 		rc = rp_restore(copies, n, t->work, image_dir, t->progress, t->err);
+	if (!rc && nst) {
+		gs_warn("thaw: %zu staged regions could not be taken over; copying them", nst);
+		rc = rp_stage_restore(copies + s->nregions - nst, nst, t->work, t->progress,
+				      t->err);
+	}
 	gs_inside_begin();
 	for (size_t i = 0; i < nmaps; i++)
 		rp_tmpmap_drop(&maps[i]);
@@ -533,6 +545,8 @@ int rp_thaw(const int *map, const char *image_dir, const struct gs_progress *pro
 		goto out;
 	}
 
+	for (size_t i = 0; i < rp.saved.nregions; i++)
+		rp.saved.regions[i].adopted = false;
 	/* Memory staged on a GPU this thaw does not put it on comes to host
 	 * memory first (a swap moving back after its target failed). */
 	rc = rp_unstage(&rp.saved, map, progress, err);
@@ -564,6 +578,10 @@ int rp_thaw(const int *map, const char *image_dir, const struct gs_progress *pro
 	if (rc) {
 		gs_info("thaw failed: undoing %zu steps; the process stays released", t.nmade);
 		undo(&t);
+		/* The undo released the thaw's references: staged memory is
+		 * the staging's alone again. */
+		for (size_t i = 0; i < rp.saved.nregions; i++)
+			rp.saved.regions[i].adopted = false;
 		goto out;
 	}
 
@@ -590,10 +608,16 @@ int rp_thaw(const int *map, const char *image_dir, const struct gs_progress *pro
 		json_object_set_new(report, "thaw_ms", json_integer(now_ms() - t0));
 		json_object_set(report, "warnings", t.warnings);
 	}
+	/* Freed outside the lock: dropping staged memory makes driver calls,
+	 * which status readers need not wait for. */
+	struct rp_saved done = { 0 };
+
 	pthread_mutex_lock(&rp.lock);
-	rp_saved_free(&rp.saved);
+	done = rp.saved;
+	memset(&rp.saved, 0, sizeof(rp.saved));
 	rp.migrations++;
 	pthread_mutex_unlock(&rp.lock);
+	rp_saved_free(&done);
 	/* Threads repair their context stacks at their next call, then the
 	 * calls waiting at the gate go on. */
 	rp_epoch_handler_install();
@@ -626,7 +650,8 @@ static int thaw_frozen(const int *map, const int *cur, int ndev, const char *ima
 			json_object_set_new(report, "state", json_string("running"));
 		return rc;
 	}
-	rc = rp_release(NULL, map, progress, rel, err);
+	/* Contents read from an image must not be staged from the device. */
+	rc = rp_release(NULL, image_dir ? NULL : map, progress, rel, err);
 	if (report && rel)
 		json_object_set_new(report, "release", rel);
 	else

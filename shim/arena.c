@@ -446,12 +446,14 @@ static CUresult devmem_attributes(unsigned n, CUpointer_attribute *attrs, void *
 			goto out;
 	}
 	/* Unlike the single query, one attribute without an answer is no
-	 * error: it gets its null value. Only the pointer-valued ones can
-	 * fail here. */
+	 * error: it gets its null value, in the attribute's own size (the
+	 * context-dependent ones fail here: the device pointer, 8 bytes, and
+	 * the access flags, 4). */
 	for (unsigned i = 0; i < n; i++)
 		if (attr_is_local(attrs[i]) &&
 		    attr_local(attrs[i], data[i], ptr, dev, &al) != CUDA_SUCCESS)
-			memset(data[i], 0, sizeof(CUdeviceptr));
+			memset(data[i], 0, attrs[i] == CU_POINTER_ATTRIBUTE_ACCESS_FLAGS
+						   ? sizeof(unsigned) : sizeof(CUdeviceptr));
 out:
 	if (fwd_attrs != fwd_attrs_stack)
 		free(fwd_attrs);

@@ -120,7 +120,6 @@ static bool multi_ok(CUpointer_attribute a)
 	return a != CU_POINTER_ATTRIBUTE_P2P_TOKENS && a != CU_POINTER_ATTRIBUTE_MAPPING_SIZE &&
 	       a != CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR &&
 	       a != CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID &&
-	       a != CU_POINTER_ATTRIBUTE_ACCESS_FLAGS &&
 	       a != CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE;
 }
 
@@ -139,6 +138,26 @@ union attr_value {
 
 /* One attribute's value, normalised. `id` is the allocation's buffer id
  * (0: not known yet). */
+/* The size of an attribute's value, as the driver API documents it. */
+static size_t attr_size(CUpointer_attribute a)
+{
+	switch (a) {
+	case CU_POINTER_ATTRIBUTE_CONTEXT: return sizeof(CUcontext);
+	case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
+	case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: return sizeof(CUdeviceptr);
+	case CU_POINTER_ATTRIBUTE_HOST_POINTER:
+	case CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR: return sizeof(void *);
+	case CU_POINTER_ATTRIBUTE_BUFFER_ID:
+	case CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID:
+	case CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES: return sizeof(unsigned long long);
+	case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
+	case CU_POINTER_ATTRIBUTE_MAPPING_SIZE: return sizeof(size_t);
+	case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE: return sizeof(CUmemoryPool);
+	case CU_POINTER_ATTRIBUTE_P2P_TOKENS: return sizeof(CUDA_POINTER_ATTRIBUTE_P2P_TOKENS);
+	default: return sizeof(unsigned); /* booleans, ordinals, types, flags */
+	}
+}
+
 static void show_value(CUpointer_attribute a, const union attr_value *v, uint64_t ptr,
 		       uint64_t base, unsigned long long id, char *out, size_t n)
 {
@@ -232,6 +251,13 @@ static void show_attrs(const char *label, uint64_t ptr, uint64_t base, unsigned 
 	for (unsigned i = 0; i < nmulti; i++) {
 		show_value(multi[i], &vals[i], ptr, base, id, out, sizeof(out));
 		printf(" %d=%s", multi[i], out);
+		/* Bytes past the value's own size must stay as they were: an
+		 * answer written in the wrong size shows up here. */
+		for (size_t b = attr_size(multi[i]); b < sizeof(vals[i].raw); b++)
+			if (vals[i].raw[b] != 0x5a) {
+				printf("(wrote past its %zu bytes)", attr_size(multi[i]));
+				break;
+			}
 	}
 	printf("\n");
 }

@@ -17,7 +17,10 @@
  *   swap      gs_replay_swap both ways, three times, device to device
  *   swapback  a swap whose thaw fails on the target goes back to the source
  *   swaphost  GPUs that cannot be peers: a swap through host memory
- *   swapstagefail  the device-to-device copy fails half-way: host path
+ *   swapstagefail  memory for the staging cannot be made: host path
+ *   swapcopyfail   the device-to-device copy fails: host path
+ *   (replay-swap-noadopt runs `swap` with cuMemRetainAllocationHandle
+ *   failing: staged memory is copied into place instead of taken over)
  *   swapcross two devices exchanged by one swap, and back
  *   swapsame  a forced swap onto the GPU it is on, device to device
  *   blockers  an unsupported object: check and release refuse, thaw resumes
@@ -686,6 +689,46 @@ static CUresult failing_mem_create(CUmemGenericAllocationHandle *h, size_t size,
 	return real_mem_create(h, size, prop, flags);
 }
 
+/* The device-to-device copy fails: the staging is dropped, the host path
+ * takes everything. */
+static atomic_int copies_before_failure;
+static gs_fn_cuMemcpyDtoDAsync_v2 *real_dtod;
+
+static CUresult failing_dtod(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s)
+{
+	if (atomic_fetch_sub(&copies_before_failure, 1) == 0)
+		return CUDA_ERROR_ILLEGAL_ADDRESS;
+	return real_dtod(dst, src, n, s);
+}
+
+static int scenario_swapcopyfail(void)
+{
+	struct wl w;
+	long long peer = -1;
+	bool warned = false;
+	size_t free1;
+
+	if (wl_setup(&w, 0, fatbin()))
+		return -1;
+	free1 = real_free(1);
+	real_dtod = gs_real.cuMemcpyDtoDAsync_v2;
+	gs_real.cuMemcpyDtoDAsync_v2 = failing_dtod;
+	atomic_store(&copies_before_failure, 1);
+	int rc = swap_report("1", &peer, &warned);
+	gs_real.cuMemcpyDtoDAsync_v2 = real_dtod;
+	if (rc)
+		return -1;
+	CHECK(peer == 0 && warned, "after a failed copy: %lld bytes device to device, warned %d",
+	      peer, warned);
+	if (wl_verify(&w, 1) || wl_verify_app(&w, 1) || wl_mutate(&w))
+		return -1;
+	if (swap_to("0") || wl_verify(&w, 0) || wl_verify_app(&w, 0))
+		return -1;
+	CHECK(real_free(1) == free1, "GPU 1 has %zu bytes free, %zu before (staging left "
+	      "behind?)", real_free(1), free1);
+	return wl_teardown(&w);
+}
+
 static int scenario_swapstagefail(void)
 {
 	struct wl w;
@@ -913,6 +956,7 @@ int main(int argc, char **argv)
 		{ "swapback", scenario_swapback }, { "swaphost", scenario_swaphost },
 		{ "swapstagefail", scenario_swapstagefail }, { "swapcross", scenario_swapcross },
 		{ "swapsame", scenario_swapsame },
+		{ "swapcopyfail", scenario_swapcopyfail },
 		{ "blockers", scenario_blockers }, { "timeout", scenario_timeout },
 		{ "devspec", scenario_devspec },
 	};
