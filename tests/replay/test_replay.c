@@ -701,25 +701,27 @@ static CUresult failing_dtod(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstrea
 	return real_dtod(dst, src, n, s);
 }
 
-static int scenario_swapcopyfail(void)
+/* A swap with a fault armed (inject(true)) until it returns: it must fall
+ * back to host memory with a warning, move the process intact, and leave
+ * nothing on the target. */
+static int swap_falls_back(void (*inject)(bool on), const char *what)
 {
 	struct wl w;
 	long long peer = -1;
 	bool warned = false;
 	size_t free1;
+	int rc;
 
 	if (wl_setup(&w, 0, fatbin()))
 		return -1;
 	free1 = real_free(1);
-	real_dtod = gs_real.cuMemcpyDtoDAsync_v2;
-	gs_real.cuMemcpyDtoDAsync_v2 = failing_dtod;
-	atomic_store(&copies_before_failure, 1);
-	int rc = swap_report("1", &peer, &warned);
-	gs_real.cuMemcpyDtoDAsync_v2 = real_dtod;
+	inject(true);
+	rc = swap_report("1", &peer, &warned);
+	inject(false);
 	if (rc)
 		return -1;
-	CHECK(peer == 0 && warned, "after a failed copy: %lld bytes device to device, warned %d",
-	      peer, warned);
+	CHECK(peer == 0 && warned, "after %s: %lld bytes device to device, warned %d", what, peer,
+	      warned);
 	if (wl_verify(&w, 1) || wl_verify_app(&w, 1) || wl_mutate(&w))
 		return -1;
 	if (swap_to("0") || wl_verify(&w, 0) || wl_verify_app(&w, 0))
@@ -729,32 +731,36 @@ static int scenario_swapcopyfail(void)
 	return wl_teardown(&w);
 }
 
+static void fail_copy(bool on)
+{
+	if (on) {
+		real_dtod = gs_real.cuMemcpyDtoDAsync_v2;
+		gs_real.cuMemcpyDtoDAsync_v2 = failing_dtod;
+		atomic_store(&copies_before_failure, 1);
+	} else {
+		gs_real.cuMemcpyDtoDAsync_v2 = real_dtod;
+	}
+}
+
+static void fail_create(bool on)
+{
+	if (on) {
+		real_mem_create = gs_real.cuMemCreate;
+		gs_real.cuMemCreate = failing_mem_create;
+		atomic_store(&creates_before_failure, 2);
+	} else {
+		gs_real.cuMemCreate = real_mem_create;
+	}
+}
+
+static int scenario_swapcopyfail(void)
+{
+	return swap_falls_back(fail_copy, "a failed copy");
+}
+
 static int scenario_swapstagefail(void)
 {
-	struct wl w;
-	long long peer = -1;
-	bool warned = false;
-	size_t free1;
-
-	if (wl_setup(&w, 0, fatbin()))
-		return -1;
-	free1 = real_free(1);
-	real_mem_create = gs_real.cuMemCreate;
-	gs_real.cuMemCreate = failing_mem_create;
-	atomic_store(&creates_before_failure, 2);
-	int rc = swap_report("1", &peer, &warned);
-	gs_real.cuMemCreate = real_mem_create;
-	if (rc)
-		return -1;
-	CHECK(peer == 0 && warned, "after a failed staging: %lld bytes device to device, "
-	      "warned %d", peer, warned);
-	if (wl_verify(&w, 1) || wl_verify_app(&w, 1) || wl_mutate(&w))
-		return -1;
-	if (swap_to("0") || wl_verify(&w, 0) || wl_verify_app(&w, 0))
-		return -1;
-	CHECK(real_free(1) == free1, "GPU 1 has %zu bytes free, %zu before (staging left "
-	      "behind?)", real_free(1), free1);
-	return wl_teardown(&w);
+	return swap_falls_back(fail_create, "a failed allocation for the staging");
 }
 
 /* A swap whose thaw on the target fails goes back where it was. */

@@ -17,21 +17,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "gate.h"
+#include "gatetest.h"
 #include "proctable.h"
 #include "shimtest.h"
 #include "thread.h"
-
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
 
 /* Long enough that no healthy drain below comes near it: a close that
  * needed its timeout to notice a leaver shows up as a counted timeout. */
@@ -165,18 +154,7 @@ static void test_stress(void)
 
 int main(int argc, char **argv)
 {
-	const char *mode = argc > 1 ? argv[1] : "membarrier";
-	int rc;
-
-	if (strcmp(mode, "fence") == 0) {
-		rc = gs_gate_setup(GS_GATE_BARRIER_FENCE);
-	} else {
-		rc = gs_gate_setup(GS_GATE_BARRIER_MEMBARRIER);
-		if (rc == -ENOSYS)
-			SKIP("membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) is not available");
-	}
-	REQUIRE(rc == 0, "gs_gate_setup: %d", rc);
-	printf("gate wake-up test, %s mode%s\n", mode, UNDER_TSAN ? ", ThreadSanitizer" : "");
+	gatetest_setup(argc, argv, "gate wake-up test");
 
 	test_sleeping_closer_woken();
 	test_stress();
