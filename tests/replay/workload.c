@@ -410,8 +410,14 @@ int wl_verify_app(struct wl *w, int rdev)
  * the destruction goes through the translation layer and the hooks. */
 int wl_teardown(struct wl *w)
 {
+	CUcontext popped;
 	CUdevice d;
 
+	/* Work still queued (a staged copy into the VMM range) must finish
+	 * before its memory goes, as on a GPU. */
+	CU(cuCtxPushCurrent(w->ctx));
+	CU(cuCtxSynchronize());
+	CU(cuCtxPopCurrent(&popped));
 	CU(cuStreamDestroy(w->stream));
 	CU(cuEventDestroy(w->event));
 	CU(cuMemUnmap(w->vmm, w->vmm_size));
