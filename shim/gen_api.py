@@ -1255,7 +1255,7 @@ class DevXlat:
 
 class SymXlat:
     """A symbol's translation: 'none' (nothing to map), 'generated',
-    'hook' (hand-written in translate.c), 'custom' (the custom export
+    'hook' (hand-written in translate_hook.c), 'custom' (the custom export
     translates itself)."""
 
     def __init__(self, how, params, dev=()):
@@ -1308,7 +1308,7 @@ def classify_symbol(fn, base, tag, ann, types):
     complex_ = [x for x in res if x.mode == 'complex']
     if complex_:
         raise GenError('%s: parameter %s carries handles the generator cannot translate (%s); '
-                       'annotate it xlat-hook (translate.c) or xlat-unsupported=%s'
+                       'annotate it xlat-hook (translate_hook.c) or xlat-unsupported=%s'
                        % (base, complex_[0].name, complex_[0].why, complex_[0].name))
     # Outputs a track hook maps need nothing from the wrapper.
     active = [x for x in res if x.mode not in ('none', 'identity', 'hook')]
@@ -1760,7 +1760,7 @@ def emit_api_h(funcs, syms, tags, plain_only_missing, xlats, ncuda):
         elif tag == 'custom':
             o.append('CUresult gs_custom_%s(bool ptds%s);\n' % (s, hook_params(funcs[s])))
     o.append('\n/*\n * Handle translation written by hand (annotations.txt: xlat-hook,\n'
-             ' * translate.c). Once migrated, the wrapper calls it in place of the real\n'
+             ' * translate_hook.c). Once migrated, the wrapper calls it in place of the real\n'
              ' * function fn: it maps the arguments app -> real, calls fn, and maps\n'
              ' * what the driver wrote back real -> app. A per-thread variant passes its\n'
              ' * own fn with ptds = true.\n */\n')
@@ -1814,7 +1814,7 @@ WRAPPER_PRELUDE = '''\
  *      nogate symbols), the track hook on success before leaving the gate;
  *   5. once migrated, handles and device ordinals are translated around
  *      the real call by gs_xlat_SYMBOL (generated below) or
- *      gs_xlat_hook_SYMBOL (translate.c). The wrapper's own arguments keep
+ *      gs_xlat_hook_SYMBOL (translate_hook.c). The wrapper's own arguments keep
  *      the application's values, so the track hook sees app handles for its
  *      inputs (and the real handles the driver wrote for the outputs it
  *      maps itself). The same step maps device addresses of __device__
@@ -2028,7 +2028,7 @@ def emit_symbols_txt(syms, tags, abis, funcs, xlats):
         o.append('# %s\n' % s)
     o.append('\n# Handle translation after a migration, one line per symbol that has\n'
              '# anything to translate: "xlat", symbol, how (generated, hook: hand-written\n'
-             '# in translate.c, custom: the custom export), then per parameter\n'
+             '# in translate_hook.c, custom: the custom export), then per parameter\n'
              '# NAME=MODE:WHAT[COUNT]. MODE: in, in-ptr, inout-ptr, in-array, out,\n'
              '# out-array, new, hook (the track hook maps it), identity (a handle with no\n'
              '# map), none, unsupported, manual (the hand-written code maps it). WHAT:\n'

@@ -8,8 +8,8 @@
  * app ordinals to the new devices (gs_devmap_set), then calls
  * gs_set_migrated(true). From then on the generated wrappers (g_wrappers.c)
  * map arguments app -> real and what the driver writes back real -> app,
- * with the hand-written gs_xlat_hook_* of translate.c where a parameter's
- * type does not tell what to map.
+ * with the hand-written gs_xlat_hook_* of translate_hook.c where a
+ * parameter's type does not tell what to map.
  *
  * The helpers below are for hand-written code that calls the driver itself
  * (custom exports, hooks): each returns its argument unchanged before a
@@ -113,7 +113,7 @@ void gs_xlat_pointer_attr_to_app(CUpointer_attribute attr, void *data);
  * The set is an immutable sorted array published through an atomic
  * pointer: readers take no lock, and before any global moved the look-up
  * is one load and a branch. Every reader runs inside the gate (generated
- * wrappers, translate.c hooks, the arena's pointer queries), and the thaw
+ * wrappers, translate_hook.c hooks, the arena's pointer queries), and the thaw
  * publishes with the gate closed, so no reader holds an array then: a
  * publication with the gate closed frees the arrays retired before it, and
  * keeps the one it replaces until the next (a call let through the closed
