@@ -595,14 +595,10 @@ int rp_release(const char *image_dir, const int *stage_map, const struct gs_prog
 		json_object_set_new(report, "image", image_dir ? json_string(image_dir) : json_null());
 		json_object_set(report, "warnings", r.warnings);
 	}
-	uint64_t staged = 0;
-
-	for (size_t i = 0; i < rp.saved.nregions; i++)
-		if (rp.saved.regions[i].stage_handle)
-			staged += rp.saved.regions[i].size;
-	gs_info("released: %llu bytes in %zu regions saved to %s (%llu bytes of them staged "
-		"on the target GPUs)", (unsigned long long)rp.saved.bytes, rp.saved.nregions,
-		image_dir ? image_dir : "host memory", (unsigned long long)staged);
+	/* The bytes staged on the target GPUs were logged by the staging. */
+	gs_info("released: %llu bytes in %zu regions saved to %s",
+		(unsigned long long)rp.saved.bytes, rp.saved.nregions,
+		image_dir ? image_dir : "host memory");
 out:
 	rp_saved_free(&saved);
 	free(ctxs.v);

@@ -126,7 +126,8 @@ struct rp_region {
 	uint64_t stage_handle;
 	uint64_t stage_va;
 	int stage_device;
-	/* During a thaw: the staged memory became the region's memory. */
+	/* During a thaw: the staged memory became the region's memory.
+	 * False outside a thaw (a failed thaw clears it after its undo). */
 	bool adopted;
 };
 

@@ -389,7 +389,8 @@ int rp_unstage(struct rp_saved *s, const int *map, const struct gs_progress *pro
 
 		if (!g->stage_handle)
 			continue;
-		if (map && g->device >= 0 && g->device < s->ndev && map[g->device] == g->stage_device)
+		if (map && g->device >= 0 && g->device < s->ndev &&
+		    rp_region_staged_on(g, map[g->device]))
 			continue;
 		copies[n++] = (struct rp_copy){ .region = g, .va = g->stage_va,
 						.real_device = g->stage_device };

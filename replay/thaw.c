@@ -545,8 +545,6 @@ int rp_thaw(const int *map, const char *image_dir, const struct gs_progress *pro
 		goto out;
 	}
 
-	for (size_t i = 0; i < rp.saved.nregions; i++)
-		rp.saved.regions[i].adopted = false;
 	/* Memory staged on a GPU this thaw does not put it on comes to host
 	 * memory first (a swap moving back after its target failed). */
 	rc = rp_unstage(&rp.saved, map, progress, err);
